@@ -1,0 +1,1 @@
+"""Raster reading, scenes, sampling and normalisation (rasterio, numpy; no QGIS)."""

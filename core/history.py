@@ -1,0 +1,55 @@
+"""The loss history of a training run: CSV rows and a PNG plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from .checkpoint import atomic_write, atomic_write_text
+
+COLUMNS = ("step", "loss", "loss_contrastive", "loss_diffusion", "accuracy", "lr", "seconds")
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, float]]) -> None:
+    """Write rows (dicts with :data:`COLUMNS`) atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def plot_losses(path: Path, rows: Sequence[dict[str, float]], title: str) -> None:
+    """Plot total, contrastive and diffusion losses (and positive-pair accuracy) against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    for key, label in (("loss", "total"), ("loss_contrastive", "contrastive (SwM)"),
+                       ("loss_diffusion", "diffusion")):
+        values = [r[key] for r in rows]
+        if any(values):
+            ax_loss.plot(steps, values, label=label)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_acc.plot(steps, [r["accuracy"] for r in rows], color="tab:green")
+    ax_acc.set_xlabel("step")
+    ax_acc.set_ylabel("positive beats other-scene keys")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)

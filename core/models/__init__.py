@@ -1,0 +1,1 @@
+"""Encoder, conditional denoiser and the SwiMDiff model that composes them."""

@@ -1,0 +1,82 @@
+"""Shared fixtures: generated GeoTIFFs (never committed) and the path to ../shared/data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_geotiff(path: Path, data: np.ndarray, *, crs: str = "EPSG:32631", origin: tuple[float, float] = (500000.0, 4600000.0),
+                  pixel: float = 10.0, nodata: float | None = 0, descriptions: Sequence[str] | None = None) -> Path:
+    """Write a (C, H, W) array as a tiled GeoTIFF."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    count, height, width = data.shape
+    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name, crs=crs,
+                   transform=from_origin(origin[0], origin[1], pixel, pixel), nodata=nodata)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+        for i, text in enumerate(descriptions or [], 1):
+            ds.set_band_description(i, text)
+    return path
+
+
+def smooth_field(rng: np.random.Generator, bands: int, size: int) -> np.ndarray:
+    """Spatially correlated reflectance-like values (uint16), so patches have structure."""
+    base = rng.normal(size=(bands, size // 8 + 1, size // 8 + 1))
+    up = np.kron(base, np.ones((8, 8)))[:, :size, :size]
+    return (1000 + 300 * up + rng.normal(scale=20, size=up.shape)).clip(1, 65535).astype("uint16")
+
+
+@pytest.fixture
+def make_geotiff(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_geotiff(name, bands=13, size=64, dtype="uint16", crs=..., nodata=0, seed=0, ...)``."""
+
+    def make(name: str = "date.tif", bands: int = 13, size: int = 64, dtype: str = "uint16", crs: str = "EPSG:32631",
+             nodata: float | None = 0, seed: int = 0, descriptions: Sequence[str] | None = None,
+             origin: tuple[float, float] = (500000.0, 4600000.0), pixel: float = 10.0,
+             fill: float | None = None) -> Path:
+        rng = np.random.default_rng(seed)
+        data = smooth_field(rng, bands, size).astype(dtype)
+        if fill is not None:
+            data[:] = fill
+        return write_geotiff(tmp_path / name, data, crs=crs, origin=origin, pixel=pixel, nodata=nodata,
+                             descriptions=descriptions)
+
+    return make
+
+
+@pytest.fixture
+def make_band_folder(tmp_path: Path) -> Callable[..., Path]:
+    """Factory for a Sentinel-2 style folder: ``<prefix>_Bxx.tif`` at 10, 20 and 60 m."""
+    from core.data.bands import SENTINEL2_BANDS
+
+    resolution = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "B05": 20, "B06": 20, "B07": 20, "B8A": 20,
+                  "B11": 20, "B12": 20, "B01": 60, "B09": 60, "B10": 60}
+
+    def make(name: str = "imgs_1", size: int = 120, seed: int = 0, bands: Sequence[str] = SENTINEL2_BANDS,
+             prefix: str = "T31TCJ_20200101") -> Path:
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(seed)
+        for band in bands:
+            pixel = resolution[band]
+            n = size * 10 // pixel
+            write_geotiff(folder / f"{prefix}_{band}.tif", smooth_field(rng, 1, n), pixel=float(pixel), nodata=None)
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not here")
+    return SHARED_DATA

@@ -1,0 +1,56 @@
+"""The house's shape: dependency direction, metadata, no stray test packages."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN_IN_CORE = {"qgis", "PyQt5", "swimdiff_qgis"}
+HEAVY = {"torch", "rasterio", "timm", "diffusers", "safetensors"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_core_never_imports_qgis_or_the_plugin() -> None:
+    offenders = {str(p.relative_to(REPO)): imported_roots(p) & FORBIDDEN_IN_CORE
+                 for p in (REPO / "core").rglob("*.py")}
+    assert len(offenders) > 10
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_plugin_never_imports_heavy_libraries() -> None:
+    offenders = {str(p.relative_to(REPO)): imported_roots(p) & HEAVY for p in (REPO / "swimdiff_qgis").rglob("*.py")}
+    assert offenders
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert imported_roots(REPO / "__init__.py") & HEAVY == set()
+
+
+def test_metadata_is_complete() -> None:
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "metadata.txt", encoding="utf-8")
+    general = parser["general"]
+    for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository",
+                "tracker", "homepage", "tags", "category", "hasProcessingProvider", "icon"):
+        assert general.get(key, "").strip(), key
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert general["hasProcessingProvider"] == "yes"
+    assert (REPO / general["icon"]).is_file()
+
+
+def test_tests_have_no_init_files() -> None:
+    assert list((REPO / "tests").rglob("__init__.py")) == []
+
+
+def test_core_modules_stay_small() -> None:
+    sizes = {str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines()) for p in (REPO / "core").rglob("*.py")}
+    assert {k: v for k, v in sizes.items() if v > 400} == {}
