@@ -35,7 +35,7 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check core swimdiff_qgis tests scripts bench
+	$(VENV)/bin/ruff check core swimdiff_qgis tests scripts bench __init__.py
 
 ## bench-pretrain: step time of MoCo, MoCo+SwM and full SwiMDiff side by side (13 bands, 96x96, batch 64)
 bench-pretrain: setup

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from . import __version__
@@ -43,8 +45,10 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="PATH", help="scene sources (see above)")
     p.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, default=None, help=f"optimisation steps (default: {t.steps} unless --epochs is given)%(default).0s")
-    length.add_argument("--epochs", type=int, default=None, help="passes over the non-overlapping patches of all dates%(default).0s")
+    length.add_argument("--steps", type=int, default=None,
+                        help=f"optimisation steps (default: {t.steps} unless --epochs is given)%(default).0s")
+    length.add_argument("--epochs", type=int, default=None,
+                        help="passes over the non-overlapping patches of all dates%(default).0s")
     p.add_argument("--batch-size", type=int, default=t.batch_size, help="patches per step (and per process)")
     p.add_argument("--patch-size", type=int, default=d.patch_size, help="patch side in pixels, multiple of 16")
     p.add_argument("--bands", default="", help="comma-separated band names in model order; default: the bands "
@@ -77,6 +81,34 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_pretrain)
 
 
+class StopOnSignal:
+    """SIGTERM or a first Ctrl-C asks the running job to stop at the next step, after saving a
+    resumable checkpoint; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("stop requested: saving a checkpoint at the end of this step (continue with --resume)")
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
 def _assumed_names(text: str) -> tuple[str, ...]:
     from .data.bands import SENTINEL2_BANDS, SENTINEL2_L2A_BANDS, parse_band_list
 
@@ -99,13 +131,15 @@ def _run_pretrain(args: argparse.Namespace, reporter: Reporter) -> dict:
     train = TrainConfig(steps=steps, epochs=args.epochs or 0, batch_size=args.batch_size, lr=args.lr,
                         device=args.device, amp=not args.no_amp, seed=args.seed, log_every=args.log_every,
                         checkpoint_every=args.checkpoint_every)
-    result = pretrain(data, model, loss, train, args.out, resume=args.resume, overwrite=args.overwrite,
-                      assume_band_names=_assumed_names(args.assume_band_names), progress=reporter.progress,
-                      should_stop=None, on_metrics=reporter.metric)
+    with StopOnSignal() as stop:
+        result = pretrain(data, model, loss, train, args.out, resume=args.resume, overwrite=args.overwrite,
+                          assume_band_names=_assumed_names(args.assume_band_names), progress=reporter.progress,
+                          should_stop=stop, on_metrics=reporter.metric)
     state = "stopped" if result.stopped else "finished"
     logger.info("%s %d/%d steps in %.0f s on %s; model in %s, loss plot %s", state, result.steps_done,
                 result.total_steps, result.seconds, result.device, result.out_dir, result.outputs["plot"])
-    return {**result.outputs, "steps_done": result.steps_done, "device": result.device, **result.final_metrics}
+    return {**result.outputs, "stopped": result.stopped, "steps_done": result.steps_done, "device": result.device,
+            **result.final_metrics}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
-    level = logging.DEBUG if args.verbose else logging.INFO
     rank = int(os.environ.get("RANK", "0"))
+    level = logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING
     reporter: Reporter
     if args.events == "jsonl":
         json_reporter = JsonLinesReporter()
@@ -177,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
     finally:
         reporter.close()
+        if "torch" in sys.modules:  # only commands that trained can have joined a process group
+            from .distributed import leave_process_group
+
+            leave_process_group()
 
 
 if __name__ == "__main__":

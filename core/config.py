@@ -86,7 +86,8 @@ class ModelConfig(_JsonConfig):
         proj_dim: size of the L2-normalised embedding.
         proj_hidden: hidden width of the 2-layer MLP projection head.
         queue_size: K, the number of past keys (with their scene ids) kept as negatives.
-        momentum: m of the exponential moving average key encoder.
+        momentum: m of the exponential moving average key encoder (0.99 rather than MoCo's 0.999:
+            runs on one user's rasters are thousands, not hundreds of thousands, of steps).
         key_bn_splits: the key batch is shuffled and normalised in this many groups (MoCo's
             shuffle-BN on one device), so batch statistics cannot leak the positive.
         denoiser_channels: widths of the diffusion denoiser's levels (its first level sits at
@@ -101,7 +102,7 @@ class ModelConfig(_JsonConfig):
     proj_dim: int = 128
     proj_hidden: int = 512
     queue_size: int = 4096
-    momentum: float = 0.999
+    momentum: float = 0.99
     key_bn_splits: int = 2
     denoiser_channels: tuple[int, ...] = (32, 64)
     denoiser_unshuffle: int = 4

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write, atomic_write_text
 
-COLUMNS = ("step", "loss", "loss_contrastive", "loss_diffusion", "accuracy", "lr", "seconds")
+COLUMNS = ("step", "loss", "loss_contrastive", "loss_diffusion", "accuracy", "negatives", "lr", "seconds")
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, float]]) -> None:
@@ -32,6 +32,7 @@ def plot_losses(path: Path, rows: Sequence[dict[str, float]], title: str) -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     steps = [r["step"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
@@ -40,13 +41,16 @@ def plot_losses(path: Path, rows: Sequence[dict[str, float]], title: str) -> Non
         values = [r[key] for r in rows]
         if any(values):
             ax_loss.plot(steps, values, label=label)
+    if any(r.get("negatives", 0) for r in rows):  # a uniform guess over the positive and the queue
+        chance = [float(np.log1p(r.get("negatives", 0))) for r in rows]
+        ax_loss.plot(steps, chance, "--", color="grey", label="contrastive at chance")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
     ax_acc.plot(steps, [r["accuracy"] for r in rows], color="tab:green")
     ax_acc.set_xlabel("step")
-    ax_acc.set_ylabel("positive beats other-scene keys")
+    ax_acc.set_ylabel("own key ranked first in batch")
     ax_acc.set_ylim(0, 1)
     ax_acc.grid(alpha=0.3)
     fig.suptitle(title)

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def write_geotiff(path: Path, data: np.ndarray, *, crs: str = "EPSG:32631", origin: tuple[float, float] = (500000.0, 4600000.0),
+def write_geotiff(path: Path, data: np.ndarray, *, crs: str = "EPSG:32631",
+                  origin: tuple[float, float] = (500000.0, 4600000.0),
                   pixel: float = 10.0, nodata: float | None = 0, descriptions: Sequence[str] | None = None) -> Path:
     """Write a (C, H, W) array as a tiled GeoTIFF."""
     import rasterio

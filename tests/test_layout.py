@@ -52,5 +52,6 @@ def test_tests_have_no_init_files() -> None:
 
 
 def test_core_modules_stay_small() -> None:
-    sizes = {str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines()) for p in (REPO / "core").rglob("*.py")}
+    sizes = {str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines())
+             for p in (REPO / "core").rglob("*.py")}
     assert {k: v for k, v in sizes.items() if v > 400} == {}

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.losses import diffusion_loss, swm_contrastive_loss
+from core.losses import diffusion_loss, positive_pair_accuracy, swm_contrastive_loss
 
 
 def reference_swm_loss(q, k, queue, queue_scene, scene_id, temperature, mode, alpha, swm_temperature) -> float:
@@ -54,7 +54,7 @@ def _inputs(seed: int = 0, n: int = 6, size: int = 10, dim: int = 8):
 def test_matches_reference(mode: str, alpha: float) -> None:
     for seed in range(3):
         q, k, queue, queue_scene, scene_id = _inputs(seed)
-        loss, _ = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, temperature=0.2, mode=mode, alpha=alpha,
+        loss = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, temperature=0.2, mode=mode, alpha=alpha,
                                        swm_temperature=0.1)
         expected = reference_swm_loss(q, k, queue, queue_scene, scene_id, 0.2, mode, alpha, 0.1)
         assert float(loss) == pytest.approx(expected, rel=1e-5)
@@ -62,7 +62,7 @@ def test_matches_reference(mode: str, alpha: float) -> None:
 
 def test_alpha_zero_is_plain_moco() -> None:
     q, k, queue, queue_scene, scene_id = _inputs(4)
-    loss, _ = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, temperature=0.1, mode="soft", alpha=0.0)
+    loss = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, temperature=0.1, mode="soft", alpha=0.0)
     logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / 0.1
     moco = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
     assert float(loss) == pytest.approx(float(moco), rel=1e-6)
@@ -73,19 +73,24 @@ def test_soft_matching_lowers_loss_when_same_scene_keys_are_similar() -> None:
     queue[0] = q[0]  # a same-scene key identical to the query: a false negative
     scene_id = torch.tensor([7])
     queue_scene = torch.tensor([7, 1, 1, 1])
-    plain, _ = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, mode="off")
-    soft, _ = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, mode="soft", alpha=0.5)
-    masked, _ = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, mode="mask")
+    plain = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, mode="off")
+    soft = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, mode="soft", alpha=0.5)
+    masked = swm_contrastive_loss(q, k, queue, queue_scene, scene_id, mode="mask")
     assert soft < plain and masked < plain
 
 
 def test_gradient_flows_to_queries_only() -> None:
     q, k, queue, queue_scene, scene_id = _inputs(6)
     q.requires_grad_(True)
-    loss, accuracy = swm_contrastive_loss(q, k, queue, queue_scene, scene_id)
+    loss = swm_contrastive_loss(q, k, queue, queue_scene, scene_id)
     loss.backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
-    assert 0.0 <= float(accuracy) <= 1.0
+
+
+def test_positive_pair_accuracy_counts_own_key_first() -> None:
+    q = torch.eye(4)
+    assert float(positive_pair_accuracy(q, q)) == 1.0
+    assert float(positive_pair_accuracy(q, q[[1, 0, 2, 3]])) == 0.5
 
 
 def test_diffusion_loss_is_mse() -> None:

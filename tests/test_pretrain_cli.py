@@ -89,6 +89,25 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(scene, tmp_path) -> No
     assert not list(killed.glob(".*.tmp"))
 
 
+def test_sigterm_saves_a_resumable_checkpoint(scene, tmp_path) -> None:
+    out = tmp_path / "cancelled"
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "pretrain", "--data", str(scene), "--out", str(out),
+                             "--steps", "400", "--checkpoint-every", "1000", *TINY, "--events", "jsonl"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait for training to be under way
+        if '"metric"' in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    result = events(stdout)[-1]
+    assert result["event"] == "result" and result["outputs"]["stopped"] is True
+    _, meta = load_train_state(out)
+    assert 1 <= meta["step"] < 400 and meta["step"] == result["outputs"]["steps_done"]
+    assert not (out / "model.safetensors").exists()
+
+
 def test_resume_is_deterministic(scene, tmp_path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
     args = ["--data", str(scene), "--checkpoint-every", "2", *TINY]

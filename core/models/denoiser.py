@@ -79,6 +79,10 @@ class ConditionalDenoiser(nn.Module):
             prev = width
         self.norm_out = nn.GroupNorm(GROUPS, prev)
         self.conv_out = nn.Conv2d(prev, folded, kernel_size=1)
+        # Per-pixel linear path from x_t to the output, scaled by the noise level: the UNet's few
+        # channels cannot carry every pixel's noise, so it only has to add what depends on x0.
+        self.skip = nn.Conv2d(folded, folded, kernel_size=1)
+        self.skip_gate = nn.Linear(temb, folded)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Predict the noise.
@@ -93,7 +97,8 @@ class ConditionalDenoiser(nn.Module):
         """
         emb = self.time_embedding(self.time_proj(t).to(x_t.dtype))  # (N, 4*c0)
         emb = emb + self.global_cond(features[-1].mean(dim=(2, 3)))  # (N, 4*c0)
-        h = self.conv_in(F.pixel_unshuffle(x_t, self.unshuffle))  # (N, c0, H/u, W/u)
+        folded = F.pixel_unshuffle(x_t, self.unshuffle)  # (N, C*u*u, H/u, W/u)
+        h = self.conv_in(folded)  # (N, c0, H/u, W/u)
         skips = []
         for block, proj, index, downsample in zip(self.down, self.cond_proj, self.cond_index, self.downsample):
             h = block(h, emb) + proj(features[index])  # (N, c_l, H/(u*2^l), W/(u*2^l))
@@ -104,4 +109,5 @@ class ConditionalDenoiser(nn.Module):
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
             h = upsample(h)
         h = self.conv_out(F.silu(self.norm_out(h)))  # (N, C*u*u, H/u, W/u)
+        h = h + self.skip(folded) * self.skip_gate(emb)[:, :, None, None]  # (N, C*u*u, H/u, W/u)
         return F.pixel_shuffle(h, self.unshuffle)  # (N, C, H, W)

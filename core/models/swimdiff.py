@@ -12,13 +12,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
 from ..config import LossConfig, ModelConfig
-from ..losses import diffusion_loss, swm_contrastive_loss
+from ..distributed import concat_all_gather
+from ..losses import diffusion_loss, positive_pair_accuracy, swm_contrastive_loss
 from .denoiser import ConditionalDenoiser
 from .encoder import Encoder, ProjectionHead, pool
 
@@ -33,20 +33,6 @@ class SwiMDiffOutput:
     loss_contrastive: torch.Tensor
     loss_diffusion: torch.Tensor
     accuracy: torch.Tensor
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-@torch.no_grad()
-def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from every rank along dim 0 (identity without torch.distributed)."""
-    if not distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
 
 
 class SwiMDiff(nn.Module):
@@ -131,11 +117,11 @@ class SwiMDiff(nn.Module):
         with torch.no_grad():
             self.momentum_update()
             k = self.keys(x_k)  # (N, D)
-        mode = "off" if cfg.swm_mode == "off" else cfg.swm_mode
-        loss_c, accuracy = swm_contrastive_loss(
+        loss_c = swm_contrastive_loss(
             q, k, self.queue.clone().detach(), self.queue_scene.clone(), scene_id,
-            temperature=cfg.temperature, mode=mode, alpha=cfg.swm_alpha, swm_temperature=cfg.swm_temperature,
+            temperature=cfg.temperature, mode=cfg.swm_mode, alpha=cfg.swm_alpha, swm_temperature=cfg.swm_temperature,
         )
+        accuracy = positive_pair_accuracy(q.detach(), k)
         loss_d = self.diffusion_term(x_q, features) if self.denoiser is not None else loss_c.new_zeros(())
         self.enqueue(k, scene_id)
         loss = cfg.lambda_contrastive * loss_c + cfg.lambda_diffusion * loss_d
