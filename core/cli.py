@@ -190,8 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=level, handlers=[JsonLogHandler(json_reporter)])
         reporter = json_reporter if rank == 0 else Reporter()
     else:
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-        reporter = BarReporter() if rank == 0 and sys.stderr.isatty() else Reporter()
+        if rank == 0 and sys.stderr.isatty():
+            bar = BarReporter()
+            logging.basicConfig(level=level, handlers=[bar.log_handler()])
+            reporter = bar
+        else:
+            logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+            reporter = Reporter()
     from .errors import SwimDiffError
 
     try:

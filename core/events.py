@@ -74,18 +74,33 @@ class BarReporter(Reporter):
     """A tqdm progress bar on stderr with the latest message as its postfix."""
 
     def __init__(self) -> None:
+        import shutil
+
         from tqdm import tqdm
 
-        self.bar = tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+        columns = shutil.get_terminal_size((100, 20)).columns or 100  # 0 inside some pseudo-terminals
+        self.bar = tqdm(total=1000, file=sys.stderr, ncols=max(60, columns),
+                        bar_format="{percentage:3.0f}%|{bar}| {elapsed}<{remaining}  {desc}")
 
     def progress(self, fraction: float, message: str) -> None:
         self.bar.n = int(round(1000 * min(max(fraction, 0.0), 1.0)))
-        self.bar.set_postfix_str(message, refresh=True)
+        self.bar.set_description_str(message, refresh=True)
 
     def metric(self, step: int, values: dict[str, float]) -> None:
         self.bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k != "step"),
                        file=sys.stderr)
+
+    def log_handler(self) -> logging.Handler:
+        """A handler that prints log records above the bar instead of through it."""
+        bar = self.bar
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                bar.write(self.format(record), file=sys.stderr)
+
+        handler = _Handler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        return handler
 
     def close(self) -> None:
         self.bar.close()
