@@ -30,12 +30,13 @@ $(STAMP): requirements.txt pyproject.toml
 demo: setup
 	$(PY) scripts/demo.py --data $(DATA)
 
-## test: set-up, then the whole test suite
-test: setup
+## test: set-up, lint (ruff, mypy), then the whole test suite
+test: setup lint
 	$(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check core swimdiff_qgis tests scripts bench __init__.py
+	$(VENV)/bin/mypy --ignore-missing-imports core
 
 ## bench-pretrain: step time of MoCo, MoCo+SwM and full SwiMDiff side by side (13 bands, 96x96, batch 64)
 bench-pretrain: setup

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 import torch
 from torch import nn
@@ -16,9 +18,10 @@ class Encoder(nn.Module):
 
     def __init__(self, arch: str = "resnet18", in_chans: int = 13) -> None:
         super().__init__()
-        self.body = timm.create_model(arch, pretrained=False, in_chans=in_chans, features_only=True)
-        self.channels: list[int] = list(self.body.feature_info.channels())
-        self.reductions: list[int] = list(self.body.feature_info.reduction())
+        self.body: nn.Module = timm.create_model(arch, pretrained=False, in_chans=in_chans, features_only=True)
+        info: Any = self.body.feature_info
+        self.channels: list[int] = list(info.channels())
+        self.reductions: list[int] = list(info.reduction())
 
     @property
     def out_dim(self) -> int:

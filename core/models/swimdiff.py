@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,10 @@ class SwiMDiffOutput:
 class SwiMDiff(nn.Module):
     """The pre-training model; ``forward`` returns the losses of one step."""
 
+    queue: torch.Tensor  # (K, D) L2-normalised past keys
+    queue_scene: torch.Tensor  # (K,) scene id of every key, -1 when empty
+    queue_ptr: torch.Tensor  # (1,) next slot to write
+
     def __init__(self, model: ModelConfig, loss: LossConfig) -> None:
         super().__init__()
         self.model_config = model
@@ -55,7 +60,7 @@ class SwiMDiff(nn.Module):
                 model.in_chans, model.denoiser_channels, model.denoiser_unshuffle,
                 self.encoder_q.channels, self.encoder_q.reductions,
             )
-        self.noise_scheduler = DDPMScheduler(num_train_timesteps=model.diffusion_timesteps)
+        self.noise_scheduler: Any = DDPMScheduler(num_train_timesteps=model.diffusion_timesteps)
 
     @property
     def patch_multiple(self) -> int:
