@@ -10,10 +10,11 @@ raster.
 from __future__ import annotations
 
 import logging
-import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -170,21 +171,21 @@ class StackReader:
         self.date = date
         self.grid = grid
         self.refs = [date.band(name) for name in bands]
-        self._handles: dict[Path, rasterio.io.DatasetReaderBase] = {}
+        self._handles: dict[Path, tuple[Any, ...]] = {}  # path -> (dataset to read, datasets to close)
         self._pid = -1
 
     def _handle(self, path: Path) -> rasterio.io.DatasetReaderBase:
-        import os
-
         if self._pid != os.getpid():  # fresh handles after a fork
             self._handles, self._pid = {}, os.getpid()
         if path not in self._handles:
             ds = _open(path)
-            if not _grid_of(ds).same_as(self.grid):
-                ds = WarpedVRT(ds, crs=self.grid.crs or ds.crs, transform=self.grid.transform,
-                               width=self.grid.width, height=self.grid.height, resampling=Resampling.bilinear)
-            self._handles[path] = ds
-        return self._handles[path]
+            if _grid_of(ds).same_as(self.grid):
+                self._handles[path] = (ds,)
+            else:
+                vrt = WarpedVRT(ds, crs=self.grid.crs or ds.crs, transform=self.grid.transform,
+                                width=self.grid.width, height=self.grid.height, resampling=Resampling.bilinear)
+                self._handles[path] = (vrt, ds)
+        return self._handles[path][0]
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Read one window.
@@ -226,8 +227,9 @@ class StackReader:
         return x, valid
 
     def close(self) -> None:
-        for ds in self._handles.values():
-            ds.close()
+        for handles in self._handles.values():
+            for ds in handles:
+                ds.close()
         self._handles = {}
 
     def __getstate__(self) -> dict:
@@ -240,8 +242,7 @@ def valid_fraction_preview(date: DateRaster, size: int = 128) -> float:
     """Share of valid pixels in a decimated read of the date's first band (cheap, header-level)."""
     ref = date.bands[0]
     with _open(ref.path) as ds:
-        scale = max(ds.width, ds.height) / size
-        shape = (max(1, math.ceil(ds.height / max(scale, 1))), max(1, math.ceil(ds.width / max(scale, 1))))
+        shape = (min(ds.height, size), min(ds.width, size))
         try:
             band = ds.read(ref.index, out_shape=shape, masked=True)
         except RasterioError as error:
