@@ -10,11 +10,14 @@ from rasterio.windows import Window
 from core.checkpoint import load_model
 from core.cli import main
 from core.config import LossConfig, ModelConfig
-from core.data.bands import SENTINEL2_L2A_BANDS
+from core.data.bands import SENTINEL2_BANDS, SENTINEL2_L2A_BANDS
 from core.data.normalization import BandStats
+from core.data.oscd import oscd_cities, read_change_mask
 from core.data.raster import StackReader
 from core.data.scenes import discover_scenes
+from core.evaluate import count_changes
 from core.models.swimdiff import SwiMDiff
+from core.unsupervised import cva_change
 
 pytestmark = pytest.mark.realdata
 
@@ -51,3 +54,17 @@ def test_pretrain_few_steps_on_real_scenes_and_reload(shared_data, tmp_path, cap
     with torch.no_grad():
         features = model.encoder_q(torch.from_numpy(stats.apply(x, valid))[None])
     assert features[-1].shape == (1, 512, 2, 2) and torch.isfinite(features[-1]).all()
+
+
+
+def test_cva_baseline_on_a_labelled_city_scores_as_calibrated(shared_data) -> None:
+    """CVA + Otsu on bercy gave F1 0.189 when measured (bench/bench_cva_oscd.py); a broken band
+    order, warp or label mapping moves it far away."""
+    (city,) = oscd_cities(shared_data / "oscd", ["bercy"])
+    t1, t2 = city.dates()
+    x1, v1 = StackReader(t1, t1.grid, SENTINEL2_BANDS).read_all()
+    x2, v2 = StackReader(t2, t1.grid, SENTINEL2_BANDS).read_all()
+    magnitude, threshold = cva_change(x1, x2, v1 & v2)
+    counts = count_changes(magnitude > threshold, read_change_mask(city, t1.grid.height, t1.grid.width))
+    assert 0.15 < counts.f1 < 0.23
+    assert counts.tp + counts.fn == pytest.approx(0.0074 * (360 * 395), rel=0.05)
