@@ -47,5 +47,9 @@ class OutputError(SwimDiffError):
     """The output location cannot be used."""
 
 
+class Cancelled(SwimDiffError):
+    """The user asked the job to stop; nothing was written."""
+
+
 class ConfigError(SwimDiffError, ValueError):
     """A configuration value is out of range; the message says the allowed values."""

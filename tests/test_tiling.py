@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data.tiling import blend_weights, tile_grid, tile_starts
+from core.data.tiling import blend_weights, block_grid, tile_grid, tile_starts
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(1000, 256, 32), (256, 256, 32), (100, 256, 32), (257, 256, 0),
@@ -30,6 +30,13 @@ def test_overlap_must_be_smaller_than_tile() -> None:
 def test_tile_grid_is_row_major_and_clipped() -> None:
     tiles = tile_grid(300, 100, 256, 32)
     assert [(t.row, t.col, t.height, t.width) for t in tiles] == [(0, 0, 256, 100), (44, 0, 256, 100)]
+
+
+def test_blocks_partition_the_raster() -> None:
+    count = np.zeros((300, 130), dtype=int)
+    for b in block_grid(300, 130, 64):
+        count[b.row:b.row + b.height, b.col:b.col + b.width] += 1
+    assert (count == 1).all()
 
 
 def test_blending_reconstructs_a_constant_field_exactly() -> None:

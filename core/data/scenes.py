@@ -126,12 +126,16 @@ def discover_scenes(paths: Sequence[str | Path], assume_band_names: Sequence[str
 
 
 def common_bands(scenes: Sequence[Scene], requested: Sequence[str] = ()) -> list[str]:
+    """The bands to stack for these scenes: see :func:`shared_bands`."""
+    return shared_bands([d for s in scenes for d in s.dates], requested)
+
+
+def shared_bands(dates: Sequence[DateRaster], requested: Sequence[str] = ()) -> list[str]:
     """The bands to stack: the requested ones (checked on every date) or those all dates share.
 
     Raises:
         BandMismatchError: a requested band is missing somewhere, or the dates share no band.
     """
-    dates = [d for s in scenes for d in s.dates]
     if requested:
         for date in dates:
             missing = [b for b in requested if b not in date.band_names]

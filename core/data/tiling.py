@@ -50,6 +50,18 @@ def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     ]
 
 
+def block_grid(height: int, width: int, block: int) -> list[Tile]:
+    """Row-major non-overlapping blocks (edge blocks smaller): every pixel in exactly one block.
+
+    For per-pixel work (statistics, thresholds, CVA) where overlap would count pixels twice.
+    """
+    return [
+        Tile(row, col, min(block, height - row), min(block, width - col))
+        for row in range(0, height, block)
+        for col in range(0, width, block)
+    ]
+
+
 def blend_weights(height: int, width: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
     """A (height, width) float32 taper: 1 inside, a linear ramp over ``overlap`` pixels at the edges.
 

@@ -1,0 +1,228 @@
+"""Streaming change detection on a pair of rasters -> georeferenced GeoTIFFs.
+
+Both dates are read tile by tile onto t1's reference grid (t2 is warped when its grid differs,
+and the user is told); outputs keep t1's CRS and transform, are tiled and compressed, carry
+nodata where either date has none, and appear only when complete. Memory follows the tile size,
+not the raster size.
+
+Methods available so far: ``cva`` (classic change vector analysis on bands standardised per
+date, Otsu's threshold unless one is given). Model-based detection builds on the same pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from .data.raster import DateRaster, Grid, StackReader, open_date
+from .data.scenes import shared_bands
+from .data.tiling import Tile, block_grid
+from .data.writer import AtomicGeoTiff, check_writable
+from .errors import Cancelled, GridMismatchError, NoDataError
+from .unsupervised import cva_magnitude, otsu_threshold
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+ShouldStop = Callable[[], bool]
+MASK_NODATA = 255
+MASK_COLORS = {0: (0, 0, 0, 0), 1: (230, 30, 30, 255)}
+OTSU_SAMPLES = 2_000_000
+
+
+@dataclass(frozen=True)
+class RasterPair:
+    """Two dates of one place, read on t1's grid."""
+
+    t1: DateRaster
+    t2: DateRaster
+    bands: list[str]
+
+    @property
+    def grid(self) -> Grid:
+        return self.t1.grid
+
+    @property
+    def warped(self) -> bool:
+        return not self.t2.grid.same_as(self.t1.grid)
+
+    def readers(self) -> tuple[StackReader, StackReader]:
+        return StackReader(self.t1, self.grid, self.bands), StackReader(self.t2, self.grid, self.bands)
+
+
+@dataclass(frozen=True)
+class DetectResult:
+    """What a detection run wrote and found."""
+
+    change: Path
+    score: Path | None
+    threshold: float
+    changed_fraction: float
+    warped: bool
+    megapixels_per_second: float
+
+
+def _overlap(t1: Grid, t2: Grid) -> float:
+    """Area share of t1 covered by t2 (bounds in t1's CRS)."""
+    bounds = t2.bounds
+    if t1.crs and t2.crs and t1.crs != t2.crs:
+        bounds = transform_bounds(t2.crs, t1.crs, *bounds)
+    left, bottom = max(t1.bounds[0], bounds[0]), max(t1.bounds[1], bounds[1])
+    right, top = min(t1.bounds[2], bounds[2]), min(t1.bounds[3], bounds[3])
+    area = (t1.bounds[2] - t1.bounds[0]) * (t1.bounds[3] - t1.bounds[1])
+    return max(0.0, right - left) * max(0.0, top - bottom) / area
+
+
+def open_pair(t1: str | Path, t2: str | Path, bands: Sequence[str] = ()) -> RasterPair:
+    """Open two dates and decide which bands to compare.
+
+    Raises:
+        RasterReadError, BandMismatchError: unreadable rasters, or no band mapping between them.
+        GridMismatchError: the rasters do not overlap.
+    """
+    d1, d2 = open_date(t1), open_date(t2)
+    pair = RasterPair(d1, d2, shared_bands([d1, d2], bands))
+    if _overlap(d1.grid, d2.grid) == 0.0:
+        raise GridMismatchError(
+            f"--t2 '{d2.source}' does not overlap --t1 '{d1.source}' (bounds {d2.grid.bounds} vs {d1.grid.bounds}); "
+            "give two rasters of the same place"
+        )
+    if pair.warped:
+        logger.warning("'%s' is not on the grid of '%s': it is warped onto it (bilinear)", d2.source, d1.source)
+    return pair
+
+
+def _tiles(pair: RasterPair, tile: int) -> Iterator[tuple[Tile, Window]]:
+    for t in block_grid(pair.grid.height, pair.grid.width, tile):
+        yield t, Window(t.col, t.row, t.width, t.height)
+
+
+def joint_band_moments(readers: tuple[StackReader, StackReader], tiles: list[tuple[Tile, Window]],
+                       tick: Callable[[], None]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Exact per-band mean and std of each date over the pixels valid in both, streamed tile by tile.
+
+    Returns:
+        ``((mean_1, std_1), (mean_2, std_2))``, each (C, 1, 1).
+    """
+    channels = len(readers[0].refs)
+    total = np.zeros((2, channels))
+    total_sq = np.zeros((2, channels))
+    count = 0
+    for _, window in tiles:
+        (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
+        valid = v1 & v2
+        for d, x in enumerate((x1, x2)):
+            values = x[:, valid].astype(np.float64)  # (C, n_valid)
+            total[d] += values.sum(axis=1)
+            total_sq[d] += (values**2).sum(axis=1)
+        count += int(valid.sum())
+        tick()
+    if count == 0:
+        raise NoDataError(f"'{readers[0].date.source}' and '{readers[1].date.source}' share no valid pixel; "
+                          "check that they overlap and their nodata values")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.where(std > 1e-6, std, 1.0)
+    return tuple((mean[d][:, None, None], std[d][:, None, None]) for d in range(2))
+
+
+def _magnitude(readers: tuple[StackReader, StackReader], window: Window,
+               moments: tuple[tuple[np.ndarray, np.ndarray], ...]) -> np.ndarray:
+    """CVA magnitude of one window on bands standardised per date, NaN where either date is invalid."""
+    (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
+    (m1, s1), (m2, s2) = moments
+    magnitude = cva_magnitude((x1 - m1) / s1, (x2 - m2) / s2)  # (h, w)
+    return np.where(v1 & v2, magnitude, np.nan).astype(np.float32)
+
+
+def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None = None, tile: int = 512,
+               threshold: float | None = None, progress: Progress | None = None,
+               should_stop: ShouldStop | None = None) -> DetectResult:
+    """Change vector analysis, streamed in up to three passes: joint band moments, magnitudes (and a
+    sample for Otsu's threshold; skipped when a threshold is given and no score asked for), the mask.
+
+    Args:
+        pair: the two dates (see :func:`open_pair`).
+        out: change mask GeoTIFF (uint8: 0 no change, 1 change, 255 nodata; with a colour table).
+        score_out: optional float32 GeoTIFF of the change magnitude (NaN nodata).
+        tile: tile side in pixels.
+        threshold: magnitude threshold; None chooses Otsu's over (a sample of) the valid pixels.
+        progress: called with (fraction, message).
+        should_stop: polled every tile; True raises :class:`Cancelled` and leaves no output.
+
+    Returns:
+        Paths, the threshold used, the changed share of valid pixels, whether t2 was warped, speed.
+
+    Raises:
+        OutputError: an output cannot be written. NoDataError: the dates share no valid pixel.
+        Cancelled: ``should_stop`` said so; no output exists.
+    """
+    started = time.perf_counter()
+    out = check_writable(out, "--out")
+    score_path = check_writable(score_out, "--score") if score_out else None
+    tiles = list(_tiles(pair, tile))
+    second_pass = threshold is None or score_path is not None
+    ticker = _Ticker(progress, should_stop, (2 + second_pass) * len(tiles))
+    readers = pair.readers()
+    moments = joint_band_moments(readers, tiles, ticker("band statistics"))
+    grid = pair.grid
+    with ExitStack() as outputs:  # both files appear together, or neither
+        if second_pass:
+            score = (outputs.enter_context(AtomicGeoTiff(score_path, grid, 1, "float32", float("nan"),
+                                                         descriptions=["CVA change magnitude"]))
+                     if score_path else None)
+            keep = min(1.0, OTSU_SAMPLES / (grid.width * grid.height))
+            rng = np.random.default_rng(0)
+            samples: list[np.ndarray] = []
+            tick = ticker("change magnitude")
+            for _, window in tiles:
+                magnitude = _magnitude(readers, window, moments)
+                if score is not None:
+                    score.write(magnitude, window)
+                values = magnitude[np.isfinite(magnitude)]
+                samples.append(values[rng.random(values.size) < keep])
+                tick()
+            if threshold is None:
+                threshold = otsu_threshold(np.concatenate(samples))
+        assert threshold is not None
+        mask_tif = outputs.enter_context(AtomicGeoTiff(
+            out, grid, 1, "uint8", MASK_NODATA, descriptions=["change"], colormap=MASK_COLORS,
+            tags={"method": "cva", "threshold": f"{threshold:.6g}"}))
+        changed = valid = 0
+        tick = ticker("change mask")
+        for _, window in tiles:
+            magnitude = _magnitude(readers, window, moments)
+            mask = np.where(np.isnan(magnitude), MASK_NODATA, magnitude > threshold).astype(np.uint8)
+            changed += int(np.count_nonzero(mask == 1))
+            valid += int(np.count_nonzero(mask != MASK_NODATA))
+            mask_tif.write(mask, window)
+            tick()
+    seconds = time.perf_counter() - started
+    logger.info("CVA: threshold %.4g, %.2f %% of valid pixels changed, %.1f s", threshold,
+                100 * changed / max(1, valid), seconds)
+    return DetectResult(out, score_path, float(threshold), changed / max(1, valid), pair.warped,
+                        grid.width * grid.height / 1e6 / seconds)
+
+
+class _Ticker:
+    """Counts finished tiles across passes: reports progress and honours cancel requests."""
+
+    def __init__(self, progress: Progress | None, should_stop: ShouldStop | None, total: int) -> None:
+        self.progress, self.should_stop, self.total, self.done = progress, should_stop, max(1, total), 0
+
+    def __call__(self, message: str) -> Callable[[], None]:
+        def tick() -> None:
+            if self.should_stop and self.should_stop():
+                raise Cancelled("detection cancelled; no output was written")
+            self.done += 1
+            if self.progress:
+                self.progress(self.done / self.total, message)
+        return tick
