@@ -12,10 +12,10 @@ from .checkpoint import atomic_write, atomic_write_text
 COLUMNS = ("step", "loss", "loss_contrastive", "loss_diffusion", "accuracy", "negatives", "lr", "seconds")
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, float]]) -> None:
-    """Write rows (dicts with :data:`COLUMNS`) atomically."""
+def write_csv(path: Path, rows: Sequence[dict[str, float]], columns: Sequence[str] = COLUMNS) -> None:
+    """Write rows (dicts with ``columns``; pre-training's :data:`COLUMNS` by default) atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())

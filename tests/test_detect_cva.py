@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from conftest import smooth_field, write_geotiff
 
+from conftest import smooth_field, write_geotiff
 from core.cli import main
 from core.errors import Cancelled
 from core.infer import MASK_NODATA, detect_cva, open_pair

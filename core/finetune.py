@@ -1,0 +1,192 @@
+"""Fine-tuning a Siamese U-Net for change detection on labelled OSCD cities.
+
+The encoder starts from a SwiMDiff (or any ``swimdiff pretrain``) checkpoint, or from random
+initialisation for the baseline. Training cities give patches; validation cities are predicted
+whole every ``eval_every`` steps, and the step and probability threshold with the best pooled
+validation F1 are kept (these models overfit within minutes on OSCD).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import __version__
+from .checkpoint import PRETRAIN_KIND, load_model, save_model
+from .config import TrainConfig
+from .data.change_patches import ChangePatchDataset, CityStack, load_city, read_city_pair
+from .data.normalization import BandStats, estimate_band_stats
+from .data.oscd import oscd_cities
+from .data.scenes import shared_bands
+from .device import describe_device, resolve_device
+from .errors import Cancelled, CheckpointFormatError, OutputError
+from .evaluate import ChangeCounts, count_changes
+from .history import write_csv
+from .losses import change_loss
+from .models.siamese import SiameseUNet
+from .predict import predict_probability
+from .train import learning_rate
+
+logger = logging.getLogger(__name__)
+
+CHANGE_KIND = "swimdiff-change"
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    out_dir: Path
+    best_step: int
+    threshold: float
+    val_scores: dict[str, float]
+    seconds: float
+
+
+def pretrained_encoder(encoder_dir: str | Path | None) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """Weights and config of a pre-trained model folder (None, {} without one)."""
+    if encoder_dir is None:
+        return None, {}
+    weights, config = load_model(Path(encoder_dir), kind=PRETRAIN_KIND)
+    return weights, config
+
+
+def best_threshold(probabilities: list[np.ndarray], labels: list[np.ndarray]) -> tuple[float, ChangeCounts]:
+    """The probability threshold with the best pooled F1 over the given cities."""
+    best = (0.5, ChangeCounts())
+    for threshold in THRESHOLDS:
+        counts = ChangeCounts()
+        for prob, label in zip(probabilities, labels):
+            counts = counts + count_changes(prob > threshold, label)
+        if counts.f1 > best[1].f1:
+            best = (float(threshold), counts)
+    return best
+
+
+def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: list[str], val_cities: list[str],
+                    train: TrainConfig, encoder_dir: str | Path | None = None, arch: str = "resnet18",
+                    bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
+                    eval_every: int = 50, progress: Callable[[float, str], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None,
+                    on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
+    """Fine-tune change detection and write a ``swimdiff-change`` model folder.
+
+    Raises:
+        SwimDiffError: unknown cities, band mismatch, unreadable encoder, unwritable output.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        raise OutputError(f"--out '{out_dir}' already holds a model; choose another folder")
+    report = progress or (lambda fraction, message: None)
+    device = resolve_device(train.device)
+    weights, encoder_config = pretrained_encoder(encoder_dir)
+    if encoder_config:
+        arch = encoder_config["architecture"]["arch"]
+        bands = list(encoder_config["bands"])
+    train_set, val_set = oscd_cities(data_root, train_cities), oscd_cities(data_root, val_cities) if val_cities else []
+    bands = bands or shared_bands(train_set[0].dates())
+    report(0.0, f"reading {len(train_set) + len(val_set)} cities on {describe_device(device)}")
+    stats = (BandStats.from_dict(encoder_config["normalization"]) if encoder_config
+             else estimate_band_stats(bands, (read_city_pair(c, bands)[0::2] for c in train_set)))
+    train_stacks = [load_city(c, bands, stats) for c in train_set]
+    val_stacks = [load_city(c, bands, stats) for c in val_set]
+
+    torch.manual_seed(train.seed)
+    model = SiameseUNet(arch, len(bands)).to(device)
+    if weights is not None:
+        try:
+            model.load_pretrained_encoder(weights)
+        except KeyError as error:
+            raise CheckpointFormatError(f"--encoder '{encoder_dir}': {error}") from error
+    if freeze_encoder:
+        model.encoder.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
+                                  weight_decay=train.weight_decay)
+    dataset = ChangePatchDataset(train_stacks, patch_size, train.steps * train.batch_size, seed=train.seed)
+    loader = DataLoader(dataset, batch_size=train.batch_size, num_workers=0, shuffle=False)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"f1": -1.0, "step": 0, "threshold": 0.5, "state": None, "scores": {}}
+    losses: list[float] = []
+    for step, batch in enumerate(loader, 1):
+        if should_stop and should_stop():
+            raise Cancelled("fine-tuning cancelled; no model was written")
+        model.train()
+        if freeze_encoder:
+            model.encoder.eval()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step - 1, train.steps, train)
+        logits = model(batch["x1"].to(device), batch["x2"].to(device))
+        loss = change_loss(logits, batch["label"].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if step % eval_every == 0 or step == train.steps:
+            row = {"step": float(step), "loss": float(np.mean(losses[-eval_every:]))}
+            if val_stacks:
+                threshold, counts = _validate(model, val_stacks, device)
+                row.update(val_f1=counts.f1, val_precision=counts.precision, val_recall=counts.recall,
+                           threshold=threshold)
+                if counts.f1 > best["f1"]:
+                    best = {"f1": counts.f1, "step": step, "threshold": threshold, "scores": counts.scores(),
+                            "state": copy.deepcopy(model.state_dict())}
+            history.append(row)
+            if on_metrics:
+                on_metrics(step, row)
+        report(step / train.steps, f"step {step}/{train.steps}, loss {losses[-1]:.4f}")
+    if best["state"] is None:  # no validation cities: keep the last weights
+        best.update(step=train.steps, state=model.state_dict())
+    seconds = time.perf_counter() - started
+    config = {
+        "kind": CHANGE_KIND,
+        "architecture": {"arch": arch, "in_chans": len(bands), "decoder_channels": [128, 64, 48, 32]},
+        "bands": bands,
+        "normalization": stats.to_dict(),
+        "patch_size": patch_size,
+        "threshold": best["threshold"],
+        "metrics": {"best_step": best["step"], **{f"val_{k}": v for k, v in best["scores"].items()}},
+        "train": train.to_dict(),
+        "provenance": {
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "swimdiff_version": __version__,
+            "encoder": str(encoder_dir) if encoder_dir else None,
+            "encoder_provenance": encoder_config.get("provenance"), "freeze_encoder": freeze_encoder,
+            "train_cities": train_cities, "val_cities": val_cities, "device": describe_device(device),
+            "seconds": round(seconds, 1),
+        },
+    }
+    save_model(out_dir, best["state"], config)
+    write_csv(out_dir / "history.csv", history, columns=("step", "loss", "val_f1", "val_precision", "val_recall",
+                                                        "threshold"))
+    return FinetuneResult(out_dir, best["step"], best["threshold"], best["scores"], seconds)
+
+
+def _validate(model: SiameseUNet, cities: list[CityStack], device: torch.device) -> tuple[float, ChangeCounts]:
+    probabilities = [predict_probability(model, c.x1, c.x2, device=device) for c in cities]
+    return best_threshold(probabilities, [c.label for c in cities])
+
+
+def load_change_model(model_dir: str | Path, device: torch.device) -> tuple[SiameseUNet, dict[str, Any]]:
+    """A fine-tuned change model and its config, ready for inference.
+
+    Raises:
+        CheckpointFormatError: not a change model folder, or weights that do not fit its config.
+    """
+    weights, config = load_model(Path(model_dir), kind=CHANGE_KIND)
+    arch = config["architecture"]
+    model = SiameseUNet(arch["arch"], arch["in_chans"], arch["decoder_channels"])
+    try:
+        model.load_state_dict({k: v.float() for k, v in weights.items()})
+    except RuntimeError as error:
+        raise CheckpointFormatError(f"'{model_dir}': weights do not fit the architecture in config.json ({error})"
+                                    ) from error
+    return model.to(device).eval(), config

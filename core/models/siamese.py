@@ -1,0 +1,80 @@
+"""Siamese U-Net for change detection on a (pre-trained) encoder, as in SeCo / FC-Siam-diff.
+
+Both dates go through one shared encoder; at every scale the feature maps are fused by absolute
+difference, and a light U-Net decoder turns the fused pyramid into one change logit per pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoder import Encoder
+
+
+class DecoderBlock(nn.Module):
+    """Upsample x2, concatenate the skip, two 3x3 conv-BN-ReLU."""
+
+    def __init__(self, c_in: int, c_skip: int, c_out: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(c_in + c_skip, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        )
+
+    def forward(self, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.block(torch.cat([h, skip], dim=1))
+
+
+class SiameseUNet(nn.Module):
+    """Change logits from two co-registered images.
+
+    Args:
+        arch: timm ResNet of the encoder.
+        in_chans: bands per date.
+        decoder_channels: widths of the decoder blocks from stride 16 down to stride 2.
+    """
+
+    def __init__(self, arch: str = "resnet18", in_chans: int = 13,
+                 decoder_channels: Sequence[int] = (128, 64, 48, 32)) -> None:
+        super().__init__()
+        self.encoder = Encoder(arch, in_chans)
+        skips = self.encoder.channels[-2::-1]  # strides 16, 8, 4, 2
+        widths = list(decoder_channels)
+        if len(widths) != len(skips):
+            raise ValueError(f"decoder_channels needs {len(skips)} widths, got {widths}")
+        ins = [self.encoder.channels[-1], *widths[:-1]]
+        self.decoder = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, widths))
+        self.head = nn.Conv2d(widths[-1], 1, kernel_size=1)
+
+    def fused_features(self, x1: torch.Tensor, x2: torch.Tensor) -> list[torch.Tensor]:
+        """|f(x1) - f(x2)| at every scale; both dates share one encoder pass (batched)."""
+        features = self.encoder(torch.cat([x1, x2], dim=0))  # [(2N, c_i, H/r_i, W/r_i)]
+        return [(f1 - f2).abs() for f1, f2 in (f.chunk(2, dim=0) for f in features)]
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) twice -> change logits (N, 1, H, W)."""
+        fused = self.fused_features(x1, x2)
+        h = fused[-1]
+        for block, skip in zip(self.decoder, fused[-2::-1]):
+            h = block(h, skip)
+        logits = self.head(h)  # (N, 1, H/2, W/2)
+        return F.interpolate(logits, size=x1.shape[-2:], mode="bilinear", align_corners=False)
+
+    def load_pretrained_encoder(self, weights: dict[str, torch.Tensor], prefix: str = "encoder_q.") -> int:
+        """Copy a SwiMDiff checkpoint's query encoder into this encoder; returns tensors loaded.
+
+        Raises:
+            KeyError: the checkpoint holds no encoder under ``prefix`` or it does not fit.
+        """
+        state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        if not state:
+            raise KeyError(f"no weights start with '{prefix}'")
+        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise KeyError(f"encoder weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return len(state)

@@ -1,0 +1,107 @@
+"""Fine-tuning, loading and evaluating change models on a generated OSCD-layout root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import smooth_field, write_geotiff
+from core.cli import main
+from core.finetune import best_threshold, load_change_model
+from core.losses import change_loss
+from core.models.siamese import SiameseUNet
+
+BANDS = ("B02", "B03", "B04", "B08")
+
+
+def make_oscd(root: Path, cities: tuple[str, ...] = ("alpha", "beta", "gamma"), size: int = 64) -> Path:
+    for seed, city in enumerate(cities):
+        rng = np.random.default_rng(seed)
+        t1 = smooth_field(rng, len(BANDS), size)
+        t2 = t1.copy()
+        t2[:, 10:30, 20:44] += 900  # a new building block
+        label = np.ones((1, size, size), dtype=np.uint8)
+        label[0, 10:30, 20:44] = 2
+        for date, data in (("imgs_1", t1), ("imgs_2", t2)):
+            folder = root / "images" / city / date
+            folder.mkdir(parents=True)
+            for i, band in enumerate(BANDS):
+                write_geotiff(folder / f"T00_{band}.tif", data[i:i + 1], nodata=None)
+        (root / "labels" / city / "cm").mkdir(parents=True)
+        write_geotiff(root / "labels" / city / "cm" / f"{city}-cm.tif", label, crs=None, nodata=None)
+    return root
+
+
+def test_siamese_unet_shapes_and_symmetry() -> None:
+    model = SiameseUNet("resnet18", in_chans=4).eval()
+    a, b = torch.randn(2, 4, 48, 40), torch.randn(2, 4, 48, 40)
+    with torch.no_grad():
+        logits = model(a, b)
+        torch.testing.assert_close(logits, model(b, a))  # |f(a) - f(b)| fusion is order-free
+    assert logits.shape == (2, 1, 48, 40)
+
+
+def test_change_loss_ignores_unlabelled_pixels() -> None:
+    label = torch.tensor([[[1.0, 0.0], [255.0, 255.0]]])  # the bottom row is unlabelled
+    logits = torch.zeros(1, 1, 2, 2)
+    wild = logits.clone()
+    wild[0, 0, 1] = torch.tensor([50.0, -50.0])  # anything on unlabelled pixels
+    assert float(change_loss(logits, label)) == float(change_loss(wild, label))
+    right = wild.clone()
+    right[0, 0, 0] = torch.tensor([10.0, -10.0])  # confident and right on the labelled pixels
+    assert float(change_loss(right, label)) < 0.01 < float(change_loss(logits, label))
+
+
+def test_best_threshold_picks_the_best_pooled_f1() -> None:
+    label = np.array([[0, 0, 1, 1]], dtype=np.uint8)
+    prob = np.array([[0.1, 0.3, 0.6, 0.9]], dtype=np.float32)
+    threshold, counts = best_threshold([prob], [label])
+    assert 0.3 <= threshold < 0.6 and counts.f1 == 1.0
+
+
+def test_finetune_then_evaluate_from_a_pretrained_encoder(tmp_path, capsys) -> None:
+    root = make_oscd(tmp_path / "oscd")
+    encoder = tmp_path / "encoder"
+    assert main(["pretrain", "--data", str(root / "images" / "alpha"), "--out", str(encoder), "--steps", "2",
+                 "--batch-size", "4", "--patch-size", "32", "--queue-size", "16", "--num-workers", "0",
+                 "--bands", "B02,B03,B04"]) == 0
+    model_dir = tmp_path / "change"
+    code = main(["finetune-change", "--data", str(root), "--out", str(model_dir), "--encoder", str(encoder),
+                 "--cities", "alpha,beta", "--val-cities", "gamma", "--steps", "6", "--batch-size", "2",
+                 "--patch-size", "32", "--eval-every", "3", "--events", "jsonl"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0, events[-1]
+    assert events[-1]["outputs"]["best_step"] in (3, 6)
+    model, config = load_change_model(model_dir, torch.device("cpu"))
+    assert config["bands"] == ["B02", "B03", "B04"]  # the encoder's bands, selected from the 4 OSCD bands
+    assert config["provenance"]["encoder"] == str(encoder) and 0 < config["threshold"] < 1
+    assert (model_dir / "history.csv").read_text().startswith("step,loss,val_f1")
+
+    report = tmp_path / "report"
+    assert main(["evaluate", "--data", str(root), "--model", str(model_dir), "--cities", "gamma",
+                 "--report", str(report), "--json", str(tmp_path / "scores.json")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores["pooled"]) >= {"precision", "recall", "f1", "iou"}
+    assert (report / "gamma.png").read_bytes()[:4] == b"\x89PNG" and "| gamma |" in (report / "report.md").read_text()
+
+
+def test_evaluate_cva_needs_no_model_and_finds_planted_blocks(tmp_path) -> None:
+    root = make_oscd(tmp_path / "oscd", cities=("alpha",))
+    assert main(["evaluate", "--data", str(root), "--method", "cva", "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["pooled"]["f1"] > 0.8
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--model", "nowhere"], "does not exist"),
+    ([], "needs --model"),
+    (["--method", "cva", "--cities", "atlantis"], "choose from alpha"),
+])
+def test_evaluate_bad_input(args, expect, tmp_path, capsys) -> None:
+    root = make_oscd(tmp_path / "oscd", cities=("alpha",))
+    code = main(["evaluate", "--data", str(root), *args, "--events", "jsonl"])
+    error = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert code == 2 and expect in error["message"]
