@@ -84,10 +84,11 @@ def _add_pretrain(commands: argparse._SubParsersAction) -> None:
 
 
 class StopOnSignal:
-    """SIGTERM or a first Ctrl-C asks the running job to stop at the next step, after saving a
-    resumable checkpoint; a second Ctrl-C interrupts at once."""
+    """SIGTERM or a first Ctrl-C asks the running job to stop cleanly at its next step (pre-training
+    saves a resumable checkpoint; other jobs leave no output); a second Ctrl-C interrupts at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, note: str = "stopping at the end of this step; nothing half-written is kept") -> None:
+        self.note = note
         self.requested = False
         self._previous: dict[int, object] = {}
 
@@ -98,7 +99,7 @@ class StopOnSignal:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        logger.warning("stop requested: saving a checkpoint at the end of this step (continue with --resume)")
+        logger.warning("stop requested: %s", self.note)
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
@@ -133,7 +134,7 @@ def _run_pretrain(args: argparse.Namespace, reporter: Reporter) -> dict:
     train = TrainConfig(steps=steps, epochs=args.epochs or 0, batch_size=args.batch_size, lr=args.lr,
                         device=args.device, amp=not args.no_amp, seed=args.seed, log_every=args.log_every,
                         checkpoint_every=args.checkpoint_every)
-    with StopOnSignal() as stop:
+    with StopOnSignal("saving a checkpoint at the end of this step (continue with --resume)") as stop:
         result = pretrain(data, model, loss, train, args.out, resume=args.resume, overwrite=args.overwrite,
                           assume_band_names=_assumed_names(args.assume_band_names), progress=reporter.progress,
                           should_stop=stop, on_metrics=reporter.metric)
@@ -211,6 +212,8 @@ def _add_finetune_change(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cities", default="aguasclaras,bercy,bordeaux,paris,saclay_e,pisa,beihai,beirut",
                    help="comma-separated training cities")
     p.add_argument("--val-cities", default="mumbai,nantes", help="comma-separated validation cities ('' for none)")
+    p.add_argument("--bands", default="", help="bands to use without --encoder (default: all both dates share); "
+                                              "with --encoder its bands are used")
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     p.add_argument("--steps", type=int, default=600, help="optimisation steps")
     p.add_argument("--batch-size", type=int, default=8, help="patch pairs per step")
@@ -224,12 +227,14 @@ def _add_finetune_change(commands: argparse._SubParsersAction) -> None:
 
 def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
     from .config import TrainConfig
+    from .data.bands import parse_band_list
     from .finetune import finetune_change
 
     train = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed)
     with StopOnSignal() as stop:
         result = finetune_change(args.data, args.out, _cities(args.cities), _cities(args.val_cities), train,
-                                 encoder_dir=args.encoder, freeze_encoder=args.freeze_encoder,
+                                 encoder_dir=args.encoder, bands=list(parse_band_list(args.bands)) or None,
+                                 freeze_encoder=args.freeze_encoder,
                                  patch_size=args.patch_size, eval_every=args.eval_every,
                                  progress=reporter.progress, should_stop=stop, on_metrics=reporter.metric)
     logger.info("best validation F1 %.3f at step %d (threshold %.2f); model in %s",
@@ -256,8 +261,6 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace, reporter: Reporter) -> dict:
-    import json
-
     from .checkpoint import atomic_write_text
     from .evaluate import evaluate_oscd
 
@@ -269,8 +272,7 @@ def _run_evaluate(args: argparse.Namespace, reporter: Reporter) -> dict:
     logger.info("pooled       F1 %.3f  precision %.3f  recall %.3f  IoU %.3f", scores["f1"], scores["precision"],
                 scores["recall"], scores["iou"])
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps(
-            {"pooled": scores, "cities": {k: v.scores() for k, v in result.cities.items()}}, indent=2))
+        atomic_write_text(Path(args.json), result.to_json())
     return {"pooled": scores, **({"report": str(result.report)} if result.report else {})}
 
 

@@ -1,4 +1,4 @@
-"""Change-detection metrics: pooled confusion counts, precision, recall, F1 and IoU."""
+"""Scoring change detection on labelled OSCD cities: pooled metrics, a report and previews."""
 
 from __future__ import annotations
 
@@ -10,56 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write_text
-
-
-@dataclass(frozen=True)
-class ChangeCounts:
-    """Confusion counts of the change class over labelled pixels."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    tn: int = 0
-
-    def __add__(self, other: ChangeCounts) -> ChangeCounts:
-        return ChangeCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-    @property
-    def iou(self) -> float:
-        return self.tp / (self.tp + self.fp + self.fn) if self.tp + self.fp + self.fn else 0.0
-
-    def scores(self) -> dict[str, float]:
-        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "iou": self.iou,
-                "changed_fraction": (self.tp + self.fn) / max(1, self.tp + self.fp + self.fn + self.tn)}
-
-
-def count_changes(prediction: np.ndarray, label: np.ndarray) -> ChangeCounts:
-    """Counts over pixels whose label is 0 (no change) or 1 (change); other label values are ignored.
-
-    Args:
-        prediction: bool or 0/1 array of predicted change.
-        label: uint8 array, 0 no change, 1 change, anything else unlabelled.
-    """
-    known = label <= 1
-    pred = prediction.astype(bool)[known]
-    true = label[known] == 1
-    tp = int(np.count_nonzero(pred & true))
-    fp = int(np.count_nonzero(pred & ~true))
-    fn = int(np.count_nonzero(~pred & true))
-    return ChangeCounts(tp, fp, fn, int(true.size - tp - fp - fn))
+from .data.change_patches import read_city_pair
+from .data.normalization import BandStats
+from .data.oscd import oscd_cities, read_change_mask
+from .data.scenes import shared_bands
+from .device import resolve_device
+from .errors import ConfigError
+from .finetune import load_change_model
+from .metrics import ChangeCounts, count_changes
+from .predict import predict_probability
+from .report import markdown_report, rgb_preview, save_comparison
+from .unsupervised import cva_change
 
 
 @dataclass(frozen=True)
@@ -69,6 +30,10 @@ class EvaluationResult:
     total: ChangeCounts
     cities: dict[str, ChangeCounts]
     report: Path | None
+
+    def to_json(self) -> str:
+        return json.dumps({"pooled": self.total.scores(), "cities": {k: v.scores() for k, v in self.cities.items()}},
+                          indent=2)
 
 
 def evaluate_oscd(root: str | Path, cities: list[str] | None, model_dir: str | Path | None = None,
@@ -85,17 +50,6 @@ def evaluate_oscd(root: str | Path, cities: list[str] | None, model_dir: str | P
         device_name: auto, cpu, cuda or cuda:N.
         progress: called with (fraction, message).
     """
-    from .data.change_patches import read_city_pair
-    from .data.normalization import BandStats
-    from .data.oscd import oscd_cities, read_change_mask
-    from .data.scenes import shared_bands
-    from .device import resolve_device
-    from .errors import ConfigError
-    from .finetune import load_change_model
-    from .predict import predict_probability
-    from .report import markdown_report, rgb_preview, save_comparison
-    from .unsupervised import cva_change
-
     if method not in ("model", "cva"):
         raise ConfigError(f"--method {method!r} is unknown; use model or cva")
     if method == "model" and model_dir is None:
@@ -124,13 +78,12 @@ def evaluate_oscd(root: str | Path, cities: list[str] | None, model_dir: str | P
                             rgb_preview(x1, bands), rgb_preview(x2, bands), label, shown)
         if progress:
             progress((i + 1) / len(chosen), f"scored {city.name}")
-    total = sum(per_city.values(), ChangeCounts())
-    report = None
+    result = EvaluationResult(sum(per_city.values(), ChangeCounts()), per_city, None)
     if out is not None:
         what = f"model `{model_dir}` (threshold {config['threshold']})" if model is not None else "CVA + Otsu"
         report = out / "report.md"
-        atomic_write_text(report, markdown_report("Change detection on OSCD", list(per_city.items()), total,
+        atomic_write_text(report, markdown_report("Change detection on OSCD", list(per_city.items()), result.total,
                                                   [f"Method: {what}. Pooled over all labelled pixels."]))
-        atomic_write_text(out / "scores.json", json.dumps(
-            {"pooled": total.scores(), "cities": {k: v.scores() for k, v in per_city.items()}}, indent=2))
-    return EvaluationResult(total, per_city, report)
+        atomic_write_text(out / "scores.json", result.to_json())
+        result = EvaluationResult(result.total, per_city, report)
+    return result

@@ -30,9 +30,9 @@ from .data.oscd import oscd_cities
 from .data.scenes import shared_bands
 from .device import describe_device, resolve_device
 from .errors import Cancelled, CheckpointFormatError, OutputError
-from .evaluate import ChangeCounts, count_changes
 from .history import write_csv
 from .losses import change_loss
+from .metrics import ChangeCounts, count_changes
 from .models.siamese import SiameseUNet
 from .predict import predict_probability
 from .train import learning_rate

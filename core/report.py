@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write
-from .evaluate import ChangeCounts
+from .metrics import ChangeCounts
 
 RGB = ("B04", "B03", "B02")
 

@@ -7,7 +7,7 @@ import pytest
 
 from core.data.oscd import oscd_cities, read_change_mask
 from core.errors import RasterReadError
-from core.evaluate import ChangeCounts, count_changes
+from core.metrics import ChangeCounts, count_changes
 from core.unsupervised import cva_magnitude, otsu_from_histogram, otsu_threshold, standardise
 
 

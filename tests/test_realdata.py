@@ -15,7 +15,7 @@ from core.data.normalization import BandStats
 from core.data.oscd import oscd_cities, read_change_mask
 from core.data.raster import StackReader
 from core.data.scenes import discover_scenes
-from core.evaluate import count_changes
+from core.metrics import count_changes
 from core.models.swimdiff import SwiMDiff
 from core.unsupervised import cva_change
 
@@ -58,7 +58,7 @@ def test_pretrain_few_steps_on_real_scenes_and_reload(shared_data, tmp_path, cap
 
 
 def test_cva_baseline_on_a_labelled_city_scores_as_calibrated(shared_data) -> None:
-    """CVA + Otsu on bercy gave F1 0.189 when measured (bench/bench_cva_oscd.py); a broken band
+    """CVA + Otsu on bercy gave F1 0.189 when measured (swimdiff evaluate --method cva); a broken band
     order, warp or label mapping moves it far away."""
     (city,) = oscd_cities(shared_data / "oscd", ["bercy"])
     t1, t2 = city.dates()
