@@ -1,0 +1,1 @@
+"""One module per group of ``swimdiff`` commands; each exposes ``add*(commands)``."""
