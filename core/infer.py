@@ -22,11 +22,12 @@ import numpy as np
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from .data.normalization import BandMoments
 from .data.raster import DateRaster, Grid, StackReader, open_date
 from .data.scenes import shared_bands
 from .data.tiling import Tile, block_grid
 from .data.writer import AtomicGeoTiff, check_writable
-from .errors import Cancelled, GridMismatchError, NoDataError
+from .errors import Cancelled, GridMismatchError
 from .unsupervised import cva_magnitude, otsu_threshold
 
 logger = logging.getLogger(__name__)
@@ -112,26 +113,14 @@ def joint_band_moments(readers: tuple[StackReader, StackReader], tiles: list[tup
     Returns:
         ``((mean_1, std_1), (mean_2, std_2))``, each (C, 1, 1).
     """
-    channels = len(readers[0].refs)
-    total = np.zeros((2, channels))
-    total_sq = np.zeros((2, channels))
-    count = 0
+    moments = (BandMoments(len(readers[0].refs)), BandMoments(len(readers[1].refs)))
     for _, window in tiles:
         (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
-        valid = v1 & v2
-        for d, x in enumerate((x1, x2)):
-            values = x[:, valid].astype(np.float64)  # (C, n_valid)
-            total[d] += values.sum(axis=1)
-            total_sq[d] += (values**2).sum(axis=1)
-        count += int(valid.sum())
+        moments[0].add(x1, v1 & v2)
+        moments[1].add(x2, v1 & v2)
         tick()
-    if count == 0:
-        raise NoDataError(f"'{readers[0].date.source}' and '{readers[1].date.source}' share no valid pixel; "
-                          "check that they overlap and their nodata values")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    std = np.where(std > 1e-6, std, 1.0)
-    return tuple((mean[d][:, None, None], std[d][:, None, None]) for d in range(2))
+    what = f"the overlap of '{readers[0].date.source}' and '{readers[1].date.source}'"
+    return tuple((mean[:, None, None], std[:, None, None]) for mean, std in (m.mean_std(what) for m in moments))
 
 
 def _magnitude(readers: tuple[StackReader, StackReader], window: Window,

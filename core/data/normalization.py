@@ -32,6 +32,34 @@ class BandStats:
         return np.where(valid[None], (x - mean) / std, 0.0).astype(np.float32)  # (C, h, w)
 
 
+class BandMoments:
+    """Running per-band sums over valid pixels, for exact mean and std of data seen in pieces."""
+
+    def __init__(self, channels: int) -> None:
+        self.total = np.zeros(channels, dtype=np.float64)
+        self.total_sq = np.zeros(channels, dtype=np.float64)
+        self.count = 0
+
+    def add(self, x: np.ndarray, valid: np.ndarray) -> None:
+        """Accumulate the valid pixels of x (C, h, w); valid is (h, w)."""
+        values = x[:, valid].astype(np.float64)  # (C, n_valid)
+        self.total += values.sum(axis=1)
+        self.total_sq += (values**2).sum(axis=1)
+        self.count += values.shape[1]
+
+    def mean_std(self, what: str = "the rasters") -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std), each (C,); a constant band gets std 1 (centred, not blown up).
+
+        Raises:
+            NoDataError: no valid pixel was seen.
+        """
+        if self.count == 0:
+            raise NoDataError(f"no valid pixel found in {what}; check that they overlap and their nodata values")
+        mean = self.total / self.count
+        std = np.sqrt(np.maximum(self.total_sq / self.count - mean**2, 0.0))
+        return mean, np.where(std > 1e-6, std, 1.0)
+
+
 def estimate_band_stats(bands: Iterable[str], samples: Iterable[tuple[np.ndarray, np.ndarray]]) -> BandStats:
     """Mean and std per band over the valid pixels of (x (C, h, w), valid (h, w)) samples.
 
@@ -39,17 +67,8 @@ def estimate_band_stats(bands: Iterable[str], samples: Iterable[tuple[np.ndarray
         NoDataError: no sample holds a valid pixel.
     """
     bands = tuple(bands)
-    total = np.zeros(len(bands), dtype=np.float64)
-    total_sq = np.zeros(len(bands), dtype=np.float64)
-    count = 0
+    moments = BandMoments(len(bands))
     for x, valid in samples:
-        values = x[:, valid].astype(np.float64)  # (C, n_valid)
-        total += values.sum(axis=1)
-        total_sq += (values**2).sum(axis=1)
-        count += values.shape[1]
-    if count == 0:
-        raise NoDataError("no valid pixel found while estimating band statistics; check the rasters' nodata")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    std = np.where(std > 1e-6, std, 1.0)  # a constant band is centred, not blown up
+        moments.add(x, valid)
+    mean, std = moments.mean_std("the training windows")
     return BandStats(bands, tuple(mean.tolist()), tuple(std.tolist()))
