@@ -5,8 +5,9 @@ and the user is told); outputs keep t1's CRS and transform, are tiled and compre
 nodata where either date has none, and appear only when complete. Memory follows the tile size,
 not the raster size.
 
-Methods available so far: ``cva`` (classic change vector analysis on bands standardised per
-date, Otsu's threshold unless one is given). Model-based detection builds on the same pieces.
+This module holds the shared pieces (opening a pair, band mapping, progress/cancel ticks) and the
+``cva`` method (classic change vector analysis on bands standardised per date, Otsu's threshold
+unless one is given); :mod:`core.detect` runs a fine-tuned model with the same pieces.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from .data.raster import DateRaster, Grid, StackReader, open_date
 from .data.scenes import shared_bands
 from .data.tiling import Tile, block_grid
 from .data.writer import AtomicGeoTiff, check_writable
-from .errors import Cancelled, GridMismatchError
+from .errors import BandMismatchError, Cancelled, GridMismatchError
 from .unsupervised import cva_magnitude, otsu_threshold
 
 logger = logging.getLogger(__name__)
@@ -82,14 +83,36 @@ def _overlap(t1: Grid, t2: Grid) -> float:
     return max(0.0, right - left) * max(0.0, top - bottom) / area
 
 
+def name_by_order(date: DateRaster, bands: Sequence[str]) -> DateRaster:
+    """Give a date with unnamed bands (band1..bandN) the names ``bands`` when N matches.
+
+    Raises:
+        BandMismatchError: the date lacks named bands and its band count differs.
+    """
+    if not bands or all(b in date.band_names for b in bands):
+        return date
+    if all(n.startswith("band") for n in date.band_names) and len(date.bands) == len(bands):
+        logger.warning("'%s' does not name its bands: taking them in order as %s", date.source, ", ".join(bands))
+        return replace(date, bands=tuple(replace(ref, name=name) for ref, name in zip(date.bands, bands)))
+    raise BandMismatchError(
+        f"the model expects {len(bands)} bands ({', '.join(bands)}) but '{date.source}' has {len(date.bands)} "
+        f"({', '.join(date.band_names)}); name the bands (band descriptions or *_Bxx.tif files) or choose a "
+        "matching raster"
+    )
+
+
 def open_pair(t1: str | Path, t2: str | Path, bands: Sequence[str] = ()) -> RasterPair:
     """Open two dates and decide which bands to compare.
+
+    Args:
+        t1, t2: multi-band rasters or band folders.
+        bands: the bands wanted (e.g. a model's); unnamed bands are mapped by order when counts match.
 
     Raises:
         RasterReadError, BandMismatchError: unreadable rasters, or no band mapping between them.
         GridMismatchError: the rasters do not overlap.
     """
-    d1, d2 = open_date(t1), open_date(t2)
+    d1, d2 = name_by_order(open_date(t1), bands), name_by_order(open_date(t2), bands)
     pair = RasterPair(d1, d2, shared_bands([d1, d2], bands))
     if _overlap(d1.grid, d2.grid) == 0.0:
         raise GridMismatchError(
@@ -159,7 +182,7 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
     score_path = check_writable(score_out, "--score") if score_out else None
     tiles = list(_tiles(pair, tile))
     second_pass = threshold is None or score_path is not None
-    ticker = _Ticker(progress, should_stop, (2 + second_pass) * len(tiles))
+    ticker = Ticker(progress, should_stop, (2 + second_pass) * len(tiles))
     readers = pair.readers()
     moments = joint_band_moments(readers, tiles, ticker("band statistics"))
     grid = pair.grid
@@ -201,7 +224,7 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
                         grid.width * grid.height / 1e6 / seconds)
 
 
-class _Ticker:
+class Ticker:
     """Counts finished tiles across passes: reports progress and honours cancel requests."""
 
     def __init__(self, progress: Progress | None, should_stop: ShouldStop | None, total: int) -> None:

@@ -12,10 +12,19 @@ from .models.siamese import SiameseUNet
 
 
 @torch.no_grad()
+def predict_batch(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, device: torch.device,
+                  amp: bool = False) -> np.ndarray:
+    """Change probabilities of a batch of normalised pairs, (n, C, h, w) twice -> (n, h, w) float32."""
+    model.eval()
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        logits = model(torch.from_numpy(x1).to(device), torch.from_numpy(x2).to(device))  # (n, 1, h, w)
+    return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+@torch.no_grad()
 def predict_tiles(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, tiles: list[Tile], batch_size: int,
                   device: torch.device, amp: bool = False) -> list[np.ndarray]:
     """Change probabilities of each tile of two normalised (C, H, W) arrays -> [(h, w) float32]."""
-    model.eval()
     out: list[np.ndarray] = []
     for start in range(0, len(tiles), batch_size):
         group = tiles[start:start + batch_size]
@@ -24,11 +33,9 @@ def predict_tiles(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, tiles: lis
             for t in group:
                 out += predict_tiles(model, x1, x2, [t], 1, device, amp)
             continue
-        a = torch.from_numpy(np.stack([x1[:, t.row:t.row + t.height, t.col:t.col + t.width] for t in group]))
-        b = torch.from_numpy(np.stack([x2[:, t.row:t.row + t.height, t.col:t.col + t.width] for t in group]))
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            logits = model(a.to(device), b.to(device))  # (n, 1, h, w)
-        out += list(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
+        a = np.stack([x1[:, t.row:t.row + t.height, t.col:t.col + t.width] for t in group])  # (n, C, h, w)
+        b = np.stack([x2[:, t.row:t.row + t.height, t.col:t.col + t.width] for t in group])
+        out += list(predict_batch(model, a, b, device, amp))
     return out
 
 

@@ -36,6 +36,27 @@ def smooth_field(rng: np.random.Generator, bands: int, size: int) -> np.ndarray:
     return (1000 + 300 * up + rng.normal(scale=20, size=up.shape)).clip(1, 65535).astype("uint16")
 
 
+OSCD_BANDS = ("B02", "B03", "B04", "B08")
+
+
+def make_oscd(root: Path, cities: tuple[str, ...] = ("alpha", "beta", "gamma"), size: int = 64) -> Path:
+    for seed, city in enumerate(cities):
+        rng = np.random.default_rng(seed)
+        t1 = smooth_field(rng, len(OSCD_BANDS), size)
+        t2 = t1.copy()
+        t2[:, 10:30, 20:44] += 900  # a new building block
+        label = np.ones((1, size, size), dtype=np.uint8)
+        label[0, 10:30, 20:44] = 2
+        for date, data in (("imgs_1", t1), ("imgs_2", t2)):
+            folder = root / "images" / city / date
+            folder.mkdir(parents=True)
+            for i, band in enumerate(OSCD_BANDS):
+                write_geotiff(folder / f"T00_{band}.tif", data[i:i + 1], nodata=None)
+        (root / "labels" / city / "cm").mkdir(parents=True)
+        write_geotiff(root / "labels" / city / "cm" / f"{city}-cm.tif", label, crs=None, nodata=None)
+    return root
+
+
 @pytest.fixture
 def make_geotiff(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_geotiff(name, bands=13, size=64, dtype="uint16", crs=..., nodata=0, seed=0, ...)``."""

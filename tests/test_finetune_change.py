@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import smooth_field, write_geotiff
+from conftest import make_oscd
 from core.cli import main
 from core.finetune import best_threshold, load_change_model
 from core.losses import change_loss
 from core.models.siamese import SiameseUNet
-
-BANDS = ("B02", "B03", "B04", "B08")
-
-
-def make_oscd(root: Path, cities: tuple[str, ...] = ("alpha", "beta", "gamma"), size: int = 64) -> Path:
-    for seed, city in enumerate(cities):
-        rng = np.random.default_rng(seed)
-        t1 = smooth_field(rng, len(BANDS), size)
-        t2 = t1.copy()
-        t2[:, 10:30, 20:44] += 900  # a new building block
-        label = np.ones((1, size, size), dtype=np.uint8)
-        label[0, 10:30, 20:44] = 2
-        for date, data in (("imgs_1", t1), ("imgs_2", t2)):
-            folder = root / "images" / city / date
-            folder.mkdir(parents=True)
-            for i, band in enumerate(BANDS):
-                write_geotiff(folder / f"T00_{band}.tif", data[i:i + 1], nodata=None)
-        (root / "labels" / city / "cm").mkdir(parents=True)
-        write_geotiff(root / "labels" / city / "cm" / f"{city}-cm.tif", label, crs=None, nodata=None)
-    return root
 
 
 def test_siamese_unet_shapes_and_symmetry() -> None:

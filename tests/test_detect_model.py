@@ -1,0 +1,85 @@
+"""``swimdiff detect`` with a fine-tuned model: streamed strips equal whole-image prediction."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from conftest import OSCD_BANDS, make_oscd, smooth_field, write_geotiff
+from core.cli import main
+from core.data.normalization import BandStats
+from core.finetune import load_change_model
+from core.predict import predict_probability
+
+
+@pytest.fixture(scope="module")
+def change_model(tmp_path_factory) -> str:
+    root = make_oscd(tmp_path_factory.mktemp("oscd"), cities=("alpha", "beta"))
+    out = root.parent / "model"
+    assert main(["finetune-change", "--data", str(root), "--out", str(out), "--cities", "alpha",
+                 "--val-cities", "beta", "--steps", "2", "--batch-size", "2", "--patch-size", "32",
+                 "--eval-every", "2"]) == 0
+    return str(out)
+
+
+def _pair(tmp_path, names=OSCD_BANDS, height=200, width=150):
+    rng = np.random.default_rng(3)
+    t1 = smooth_field(rng, len(OSCD_BANDS), max(height, width))[:, :height, :width]
+    t2 = t1.copy()
+    t2[:, 120:150, 40:90] += 800
+    t2[:, :, :6] = 0  # nodata columns
+    descriptions = list(names) if names else None
+    return (write_geotiff(tmp_path / "t1.tif", t1, descriptions=descriptions),
+            write_geotiff(tmp_path / "t2.tif", t2, descriptions=descriptions))
+
+
+def test_streamed_detection_equals_whole_image_prediction(change_model, tmp_path) -> None:
+    a, b = _pair(tmp_path)
+    out, prob = tmp_path / "change.tif", tmp_path / "prob.tif"
+    assert main(["detect", "--t1", str(a), "--t2", str(b), "--model", change_model, "--out", str(out),
+                 "--probability", str(prob), "--tile", "64", "--overlap", "16", "--batch-size", "3"]) == 0
+    model, config = load_change_model(change_model, torch.device("cpu"))
+    stats = BandStats.from_dict(config["normalization"])
+    with rasterio.open(a) as s1, rasterio.open(b) as s2:
+        x1, x2 = s1.read().astype(np.float32), s2.read().astype(np.float32)
+        grid = (s1.crs, s1.transform, s1.shape)
+    valid = (x1 != 0).all(0) & (x2 != 0).all(0)
+    expected = predict_probability(model, stats.apply(x1, valid), stats.apply(x2, valid), tile=64, overlap=16)
+    with rasterio.open(out) as m, rasterio.open(prob) as p:
+        assert (m.crs, m.transform, m.shape) == grid and m.nodata == 255
+        mask, probability = m.read(1), p.read(1)
+    assert np.isnan(probability[:, :6]).all() and (mask[:, :6] == 255).all()
+    np.testing.assert_allclose(probability[:, 6:], expected[:, 6:], atol=1e-4)
+    np.testing.assert_array_equal(mask[:, 6:] == 1, expected[:, 6:] > config["threshold"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["change.tif", "prob.tif", "t1.tif", "t2.tif"]
+
+
+def test_unnamed_bands_are_mapped_by_count_and_order(change_model, tmp_path, caplog) -> None:
+    a, b = _pair(tmp_path, names=None, height=70, width=70)
+    assert main(["detect", "--t1", str(a), "--t2", str(b), "--model", change_model,
+                 "--out", str(tmp_path / "c.tif"), "--tile", "64"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("t1.tif" in w and "taking them in order as B02, B03, B04, B08" in w for w in warnings)
+    with rasterio.open(tmp_path / "c.tif") as out:
+        assert out.shape == (70, 70)
+
+
+def test_band_count_mismatch_is_a_clear_error(change_model, tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    a = write_geotiff(tmp_path / "a.tif", smooth_field(rng, 3, 64))
+    b = write_geotiff(tmp_path / "b.tif", smooth_field(rng, 3, 64))
+    code = main(["detect", "--t1", str(a), "--t2", str(b), "--model", change_model,
+                 "--out", str(tmp_path / "c.tif"), "--events", "jsonl"])
+    error = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert code == 2 and "expects 4 bands" in error["message"] and "a.tif" in error["message"]
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_method_model_needs_a_model(tmp_path, capsys) -> None:
+    code = main(["detect", "--t1", "a", "--t2", "b", "--out", str(tmp_path / "c.tif"), "--method", "model",
+                 "--events", "jsonl"])
+    assert code == 2 and "--model DIR" in json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
