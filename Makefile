@@ -7,7 +7,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers xvfb xauth python3-venv python3
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv demo test lint bench-pretrain clean
+.PHONY: setup apt venv demo test lint bench-pretrain bench-detect clean
 
 ## setup: everything the project needs, idempotent (apt packages when missing, .venv, pinned pip deps)
 setup: apt $(STAMP)
@@ -41,6 +41,11 @@ lint: setup
 ## bench-pretrain: step time of MoCo, MoCo+SwM and full SwiMDiff side by side (13 bands, 96x96, batch 64)
 bench-pretrain: setup
 	$(PY) bench/bench_pretrain.py
+
+## bench-detect: streamed model detection on 2048^2 and 8192^2 13-band rasters (Mpx/s, FLOP/s share, peak RSS)
+bench-detect: setup
+	mkdir -p runs
+	$(PY) bench/bench_detect.py --sizes $${SIZES:-2048,8192}
 
 clean:
 	rm -rf runs build *.egg-info

@@ -62,6 +62,9 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``swimdiff`` console script."""
+    # GDAL caches up to 5 % of RAM in blocks by default, so peak memory would grow with the raster
+    # size; tile-by-tile work needs only a few blocks. Users can still set their own value.
+    os.environ.setdefault("GDAL_CACHEMAX", "256")  # MB
     argv = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
