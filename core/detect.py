@@ -60,6 +60,7 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
     tiles = tile_grid(grid.height, grid.width, tile, overlap)
     logger.info("model %s on %s: %d tiles of %d px (overlap %d), threshold %.2f", model_dir,
                 describe_device(device), len(tiles), tile, overlap, chosen)
+    w = blend_weights(tile, tile, overlap)  # (tile, tile): every tile is full size
     tick = Ticker(progress, should_stop, len(tiles))("change probability")
     readers = pair.readers()
     changed = valid_count = 0
@@ -98,7 +99,6 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
                 probs = predict_batch(model, np.stack(x1s), np.stack(x2s), device, amp=True)  # (n, tile, tile)
                 for t, prob, ok in zip(group, probs, oks):
                     r, c = t.row - strip_top, t.col
-                    w = blend_weights(t.height, t.width, overlap)
                     total[r:r + t.height, c:c + t.width] += prob * w
                     weight[r:r + t.height, c:c + t.width] += w
                     valid[r:r + t.height, c:c + t.width] |= ok

@@ -46,13 +46,14 @@ def predict_probability(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, tile
     device = device or next(model.parameters()).device
     height, width = x1.shape[-2:]
     tile = min(tile, height, width)
-    tiles = tile_grid(height, width, tile, min(overlap, tile // 2))
+    overlap = min(overlap, tile // 2)
+    tiles = tile_grid(height, width, tile, overlap)
+    w = blend_weights(tile, tile, overlap)  # every tile is full size
     total = np.zeros((height, width), dtype=np.float32)
     weight = np.zeros((height, width), dtype=np.float32)
     for start in range(0, len(tiles), batch_size):
         group = tiles[start:start + batch_size]
         for t, prob in zip(group, predict_tiles(model, x1, x2, group, batch_size, device)):
-            w = blend_weights(t.height, t.width, min(overlap, tile // 2))
             total[t.row:t.row + t.height, t.col:t.col + t.width] += prob * w
             weight[t.row:t.row + t.height, t.col:t.col + t.width] += w
         if tick:
