@@ -76,7 +76,7 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
         weight = np.zeros((tile, grid.width), dtype=np.float32)
         valid = np.zeros((tile, grid.width), dtype=bool)
         rows = [list(group) for _, group in groupby(tiles, key=lambda t: t.row)]
-        for index, row_tiles in enumerate(rows):
+        for row_tiles in rows:
             top = row_tiles[0].row
             if top > strip_top:  # rows above `top` are final: write them, shift the buffers up
                 changed, valid_count = _flush(mask_tif, prob_tif, total, weight, valid, strip_top, top - strip_top,
@@ -103,9 +103,8 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
                     weight[r:r + t.height, c:c + t.width] += w
                     valid[r:r + t.height, c:c + t.width] |= ok
                     tick()
-            if index == len(rows) - 1:
-                changed, valid_count = _flush(mask_tif, prob_tif, total, weight, valid, strip_top,
-                                              grid.height - strip_top, chosen, changed, valid_count)
+        changed, valid_count = _flush(mask_tif, prob_tif, total, weight, valid, strip_top,
+                                      grid.height - strip_top, chosen, changed, valid_count)  # the last strip
     seconds = time.perf_counter() - started
     return DetectResult(out, prob_path, chosen, changed / max(1, valid_count), pair.warped,
                         grid.width * grid.height / 1e6 / seconds)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
-from .data.tiling import Tile, blend_weights, tile_grid
+from .data.tiling import blend_weights, tile_grid
 from .models.siamese import SiameseUNet
 
 
@@ -21,27 +19,8 @@ def predict_batch(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, device: to
     return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 
 
-@torch.no_grad()
-def predict_tiles(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, tiles: list[Tile], batch_size: int,
-                  device: torch.device, amp: bool = False) -> list[np.ndarray]:
-    """Change probabilities of each tile of two normalised (C, H, W) arrays -> [(h, w) float32]."""
-    out: list[np.ndarray] = []
-    for start in range(0, len(tiles), batch_size):
-        group = tiles[start:start + batch_size]
-        shapes = {(t.height, t.width) for t in group}
-        if len(shapes) > 1:  # edge tiles of another size go one by one
-            for t in group:
-                out += predict_tiles(model, x1, x2, [t], 1, device, amp)
-            continue
-        a = np.stack([x1[:, t.row:t.row + t.height, t.col:t.col + t.width] for t in group])  # (n, C, h, w)
-        b = np.stack([x2[:, t.row:t.row + t.height, t.col:t.col + t.width] for t in group])
-        out += list(predict_batch(model, a, b, device, amp))
-    return out
-
-
 def predict_probability(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, tile: int = 256, overlap: int = 32,
-                        batch_size: int = 8, device: torch.device | None = None,
-                        tick: Callable[[], None] | None = None) -> np.ndarray:
+                        batch_size: int = 8, device: torch.device | None = None) -> np.ndarray:
     """Change probability (H, W) of two normalised (C, H, W) arrays held in memory."""
     device = device or next(model.parameters()).device
     height, width = x1.shape[-2:]
@@ -53,9 +32,9 @@ def predict_probability(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, tile
     weight = np.zeros((height, width), dtype=np.float32)
     for start in range(0, len(tiles), batch_size):
         group = tiles[start:start + batch_size]
-        for t, prob in zip(group, predict_tiles(model, x1, x2, group, batch_size, device)):
-            total[t.row:t.row + t.height, t.col:t.col + t.width] += prob * w
-            weight[t.row:t.row + t.height, t.col:t.col + t.width] += w
-        if tick:
-            tick()
+        a = np.stack([x1[:, t.row:t.row + tile, t.col:t.col + tile] for t in group])  # (n, C, tile, tile)
+        b = np.stack([x2[:, t.row:t.row + tile, t.col:t.col + tile] for t in group])
+        for t, prob in zip(group, predict_batch(model, a, b, device)):
+            total[t.row:t.row + tile, t.col:t.col + tile] += prob * w
+            weight[t.row:t.row + tile, t.col:t.col + tile] += w
     return total / np.maximum(weight, 1e-12)
