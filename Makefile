@@ -7,7 +7,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers xvfb xauth python3-venv python3
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv demo test lint bench-pretrain bench-detect clean
+.PHONY: setup apt venv demo demo-pretrain default-model test lint bench-pretrain bench-detect bench-ablation clean
 
 ## setup: everything the project needs, idempotent (apt packages when missing, .venv, pinned pip deps)
 setup: apt $(STAMP)
@@ -26,9 +26,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-## demo: set-up, then a short SwiMDiff pre-training on real Sentinel-2 scenes
+## demo: set-up, then the main job: a change map of a real OSCD city pair with the default model, scored
 demo: setup
 	$(PY) scripts/demo.py --data $(DATA)
+
+## demo-pretrain: a short SwiMDiff pre-training (150 steps) on the real unlabelled Sentinel-2 scenes
+demo-pretrain: setup
+	$(PY) scripts/demo_pretrain.py --data $(DATA)
+
+## default-model: re-create resources/models/oscd-change (pre-train 1500 steps, fine-tune, score; ~45 min CPU)
+default-model: setup
+	$(PY) scripts/make_default_model.py --data $(DATA)
 
 ## test: set-up, lint (ruff, mypy), then the whole test suite
 test: setup lint
@@ -46,6 +54,10 @@ bench-pretrain: setup
 bench-detect: setup
 	mkdir -p runs
 	$(PY) bench/bench_detect.py --sizes $${SIZES:-2048,8192}
+
+## bench-ablation: random init vs MoCo vs MoCo+SwM vs MoCo+diffusion vs SwiMDiff, equal budget (~90 min CPU)
+bench-ablation: setup
+	$(PY) bench/ablation.py --data $(DATA)
 
 clean:
 	rm -rf runs build *.egg-info

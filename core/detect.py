@@ -1,38 +1,132 @@
-"""Change detection with a fine-tuned model, streamed strip by strip over any raster size.
+"""Change detection with a network, streamed strip by strip over any raster size.
 
-Tiles overlap by ``overlap`` pixels and their probabilities are blended with a taper
+Tiles overlap by ``overlap`` pixels and their scores are blended with a taper
 (:func:`~core.data.tiling.blend_weights`). Tiles are visited row of tiles by row of tiles; a
-buffer one tile high holds the weighted sums, and rows no later tile can touch are written out
-and dropped, so memory is about ``tile x width`` whatever the raster's height.
+buffer one tile high holds the weighted sums, and rows no later tile can touch are handed on and
+dropped, so memory is about ``tile x width`` whatever the raster's height.
+
+Two methods share this streaming: ``model`` (a fine-tuned Siamese U-Net's change probability and
+its validated threshold) and ``features`` (the cosine distance of a pre-trained encoder's features,
+thresholded with Otsu's method; no labels needed).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import torch
 from rasterio.windows import Window
 
+from .checkpoint import load_model, read_config
 from .data.normalization import BandStats
 from .data.tiling import blend_weights, tile_grid
 from .data.writer import AtomicGeoTiff, check_writable
 from .device import describe_device, resolve_device
+from .errors import CheckpointFormatError, NoDataError
 from .finetune import load_change_model
-from .infer import MASK_COLORS, MASK_NODATA, DetectResult, Progress, RasterPair, ShouldStop, Ticker
+from .infer import MASK_COLORS, MASK_NODATA, OTSU_SAMPLES, DetectResult, Progress, RasterPair, ShouldStop, Ticker
+from .models.distance import FeatureDistance
 from .predict import predict_batch
+from .unsupervised import otsu_threshold
 
 logger = logging.getLogger(__name__)
+
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # normalised (n, C, t, t) twice -> scores (n, t, t)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a raster is cut for the network: tile side, overlap, tiles per forward pass."""
+
+    tile: int = 256
+    overlap: int = 32
+    batch_size: int = 8
+
+
+def network_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
+    """A two-date network as a numpy scorer (see :func:`~core.predict.predict_batch`; bf16 on CUDA)."""
+    return lambda x1, x2: predict_batch(model, x1, x2, device, amp=True)
+
+
+def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Tiling,
+                  tick: Callable[[], None]) -> Iterator[tuple[Window, np.ndarray]]:
+    """Blended scores of the whole raster, strip by strip: ``(window of full rows, scores)``, NaN at nodata.
+
+    Pixels invalid (nodata or NaN) in either date are NaN in the scores and zero in the network's
+    input, so they never leak into their neighbours' scores beyond the receptive field.
+    """
+    grid = pair.grid
+    tile = min(tiling.tile, grid.height, grid.width)  # every tile is then full size: one batch shape
+    overlap = min(tiling.overlap, tile // 2)
+    tiles = tile_grid(grid.height, grid.width, tile, overlap)
+    w = blend_weights(tile, tile, overlap)  # (tile, tile)
+    readers = pair.readers()
+    strip_top = 0
+    total = np.zeros((tile, grid.width), dtype=np.float32)  # weighted sums of the current strip
+    weight = np.zeros((tile, grid.width), dtype=np.float32)
+    valid = np.zeros((tile, grid.width), dtype=bool)
+
+    def final_rows(height: int) -> tuple[Window, np.ndarray]:
+        scores = np.where(valid[:height], total[:height] / np.maximum(weight[:height], 1e-12), np.nan)
+        return Window(0, strip_top, grid.width, height), scores.astype(np.float32)
+
+    for _, group in groupby(tiles, key=lambda t: t.row):
+        row_tiles = list(group)
+        top = row_tiles[0].row
+        if top > strip_top:  # rows above `top` are final: hand them on, shift the buffers up
+            shift = top - strip_top
+            yield final_rows(shift)
+            for buffer in (total, weight, valid):
+                buffer[:-shift] = buffer[shift:].copy()
+                buffer[-shift:] = 0
+            strip_top = top
+        for start in range(0, len(row_tiles), tiling.batch_size):
+            batch = row_tiles[start:start + tiling.batch_size]
+            x1s, x2s, oks = [], [], []
+            for t in batch:
+                window = Window(t.col, t.row, t.width, t.height)
+                (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
+                ok = v1 & v2
+                x1s.append(stats.apply(x1, ok))
+                x2s.append(stats.apply(x2, ok))
+                oks.append(ok)
+            for t, score, ok in zip(batch, scorer(np.stack(x1s), np.stack(x2s)), oks):
+                r, c = t.row - strip_top, t.col
+                total[r:r + t.height, c:c + t.width] += score * w
+                weight[r:r + t.height, c:c + t.width] += w
+                valid[r:r + t.height, c:c + t.width] |= ok
+                tick()
+    yield final_rows(grid.height - strip_top)  # the last strip
+
+
+def _mask(scores: np.ndarray, threshold: float) -> np.ndarray:
+    return np.where(np.isnan(scores), MASK_NODATA, scores > threshold).astype(np.uint8)
+
+
+def _mask_tif(path: Path, pair: RasterPair, tags: dict[str, str]) -> AtomicGeoTiff:
+    return AtomicGeoTiff(path, pair.grid, 1, "uint8", MASK_NODATA, descriptions=["change"], colormap=MASK_COLORS,
+                         tags=tags)
+
+
+def _tile_count(pair: RasterPair, tiling: Tiling) -> int:
+    tile = min(tiling.tile, pair.grid.height, pair.grid.width)
+    return len(tile_grid(pair.grid.height, pair.grid.width, tile, min(tiling.overlap, tile // 2)))
 
 
 def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
                       probability_out: str | Path | None = None, tile: int = 256, overlap: int = 32,
                       batch_size: int = 8, threshold: float | None = None, device_name: str = "auto",
                       progress: Progress | None = None, should_stop: ShouldStop | None = None) -> DetectResult:
-    """Change mask (and probability) of a raster pair with a ``swimdiff finetune-change`` model.
+    """Change mask (and probability) of a raster pair with a ``swimdiff finetune-change`` model, in one pass.
 
     Args:
         pair: the two dates, opened with the model's bands (see :func:`~core.infer.open_pair`).
@@ -54,70 +148,106 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
     model, config = load_change_model(model_dir, device)
     stats = BandStats.from_dict(config["normalization"])
     chosen = float(config["threshold"] if threshold is None else threshold)
-    grid = pair.grid
-    tile = min(tile, grid.height, grid.width)  # every tile is then full size: one batch shape
-    overlap = min(overlap, tile // 2)
-    tiles = tile_grid(grid.height, grid.width, tile, overlap)
+    tiling = Tiling(tile, overlap, batch_size)
+    tiles = _tile_count(pair, tiling)
     logger.info("model %s on %s: %d tiles of %d px (overlap %d), threshold %.2f", model_dir,
-                describe_device(device), len(tiles), tile, overlap, chosen)
-    w = blend_weights(tile, tile, overlap)  # (tile, tile): every tile is full size
-    tick = Ticker(progress, should_stop, len(tiles))("change probability")
-    readers = pair.readers()
-    changed = valid_count = 0
+                describe_device(device), tiles, min(tile, pair.grid.height, pair.grid.width), overlap, chosen)
+    tick = Ticker(progress, should_stop, tiles)("change probability")
+    changed = valid = 0
     with ExitStack() as outputs:  # both files appear together, or neither
-        mask_tif = outputs.enter_context(AtomicGeoTiff(
-            out, grid, 1, "uint8", MASK_NODATA, descriptions=["change"], colormap=MASK_COLORS,
-            tags={"method": "model", "model": str(model_dir), "threshold": f"{chosen:.4g}"}))
-        prob_tif = (outputs.enter_context(AtomicGeoTiff(prob_path, grid, 1, "float32", float("nan"),
+        mask_tif = outputs.enter_context(_mask_tif(out, pair, {"method": "model", "model": str(model_dir),
+                                                               "threshold": f"{chosen:.4g}"}))
+        prob_tif = (outputs.enter_context(AtomicGeoTiff(prob_path, pair.grid, 1, "float32", float("nan"),
                                                         descriptions=["change probability"]))
                     if prob_path else None)
-        strip_top = 0
-        total = np.zeros((tile, grid.width), dtype=np.float32)  # weighted sums of the current strip
-        weight = np.zeros((tile, grid.width), dtype=np.float32)
-        valid = np.zeros((tile, grid.width), dtype=bool)
-        rows = [list(group) for _, group in groupby(tiles, key=lambda t: t.row)]
-        for row_tiles in rows:
-            top = row_tiles[0].row
-            if top > strip_top:  # rows above `top` are final: write them, shift the buffers up
-                changed, valid_count = _flush(mask_tif, prob_tif, total, weight, valid, strip_top, top - strip_top,
-                                              chosen, changed, valid_count)
-                shift = top - strip_top
-                for buffer in (total, weight, valid):
-                    buffer[:-shift] = buffer[shift:].copy()
-                    buffer[-shift:] = 0
-                strip_top = top
-            for start in range(0, len(row_tiles), batch_size):
-                group = row_tiles[start:start + batch_size]
-                x1s, x2s, oks = [], [], []
-                for t in group:
-                    window = Window(t.col, t.row, t.width, t.height)
-                    (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
-                    ok = v1 & v2
-                    x1s.append(stats.apply(x1, ok))
-                    x2s.append(stats.apply(x2, ok))
-                    oks.append(ok)
-                probs = predict_batch(model, np.stack(x1s), np.stack(x2s), device, amp=True)  # (n, tile, tile)
-                for t, prob, ok in zip(group, probs, oks):
-                    r, c = t.row - strip_top, t.col
-                    total[r:r + t.height, c:c + t.width] += prob * w
-                    weight[r:r + t.height, c:c + t.width] += w
-                    valid[r:r + t.height, c:c + t.width] |= ok
-                    tick()
-        changed, valid_count = _flush(mask_tif, prob_tif, total, weight, valid, strip_top,
-                                      grid.height - strip_top, chosen, changed, valid_count)  # the last strip
+        for window, prob in stream_scores(pair, stats, network_scorer(model, device), tiling,
+                                          tick):
+            mask = _mask(prob, chosen)
+            mask_tif.write(mask, window)
+            if prob_tif is not None:
+                prob_tif.write(prob, window)
+            changed += int(np.count_nonzero(mask == 1))
+            valid += int(np.count_nonzero(mask != MASK_NODATA))
+        if valid == 0:  # raised inside the block: neither file is kept
+            raise NoDataError(f"'{pair.t1.source}' and '{pair.t2.source}' share no valid pixel (all nodata or NaN); "
+                              "give rasters that overlap with data")
     seconds = time.perf_counter() - started
-    return DetectResult(out, prob_path, chosen, changed / max(1, valid_count), pair.warped,
+    return DetectResult(out, prob_path, chosen, changed / max(1, valid), pair.warped,
+                        pair.grid.width * pair.grid.height / 1e6 / seconds)
+
+
+def load_feature_distance(model_dir: str | Path, device: torch.device) -> tuple[FeatureDistance, dict]:
+    """The encoder of a pre-training or change model folder as a :class:`FeatureDistance` scorer.
+
+    Raises:
+        CheckpointFormatError: not a model folder, or no encoder that fits its config.
+    """
+    config = read_config(Path(model_dir), kind=None)
+    weights, _ = load_model(Path(model_dir), kind=None)
+    arch = config["architecture"]
+    model = FeatureDistance(arch["arch"], arch["in_chans"])
+    try:
+        model.load_encoder(weights)
+    except KeyError as error:
+        raise CheckpointFormatError(f"--model '{model_dir}': {error}") from error
+    return model.to(device).eval(), config
+
+
+def detect_features(pair: RasterPair, model_dir: str | Path, out: str | Path, score_out: str | Path | None = None,
+                    tile: int = 256, overlap: int = 32, batch_size: int = 8, threshold: float | None = None,
+                    device_name: str = "auto", progress: Progress | None = None,
+                    should_stop: ShouldStop | None = None) -> DetectResult:
+    """Unsupervised change: cosine distance of encoder features, Otsu's threshold unless one is given.
+
+    Two passes: the scores go to a float32 GeoTIFF (``score_out``, or a hidden temporary file beside
+    ``out``) while a sample of them is kept for Otsu's threshold; the mask is then cut from that file.
+
+    Raises:
+        CheckpointFormatError, OutputError, NoDataError, Cancelled: see their messages.
+    """
+    started = time.perf_counter()
+    out = check_writable(out, "--out")
+    score_path = check_writable(score_out, "--score") if score_out else None
+    device = resolve_device(device_name)
+    model, config = load_feature_distance(model_dir, device)
+    stats = BandStats.from_dict(config["normalization"])
+    tiling = Tiling(tile, overlap, batch_size)
+    grid = pair.grid
+    ticker = Ticker(progress, should_stop, _tile_count(pair, tiling) + 1)
+    logger.info("feature distance of %s on %s", model_dir, describe_device(device))
+    scratch = out.with_name(f".{out.stem}.score.{os.getpid()}.tif")
+    keep = min(1.0, OTSU_SAMPLES / (grid.width * grid.height))
+    rng = np.random.default_rng(0)
+    samples: list[np.ndarray] = []
+    try:
+        with AtomicGeoTiff(scratch, grid, 1, "float32", float("nan"),
+                           descriptions=["feature distance (1 - cosine)"]) as score_tif:
+            for window, score in stream_scores(pair, stats, network_scorer(model, device),
+                                               tiling, ticker("feature distance")):
+                score_tif.write(score, window)
+                values = score[np.isfinite(score)]
+                samples.append(values[rng.random(values.size) < keep])
+        sample = np.concatenate(samples)
+        if sample.size == 0:
+            raise NoDataError(f"'{pair.t1.source}' and '{pair.t2.source}' share no valid pixel (all nodata or NaN); "
+                              "give rasters that overlap with data")
+        chosen = otsu_threshold(sample) if threshold is None else float(threshold)
+        changed = valid = 0
+        with _mask_tif(out, pair, {"method": "features", "model": str(model_dir),
+                                   "threshold": f"{chosen:.6g}"}) as mask_tif, rasterio.open(scratch) as scores:
+            for top in range(0, grid.height, tiling.tile):
+                window = Window(0, top, grid.width, min(tiling.tile, grid.height - top))
+                mask = _mask(scores.read(1, window=window), chosen)
+                mask_tif.write(mask, window)
+                changed += int(np.count_nonzero(mask == 1))
+                valid += int(np.count_nonzero(mask != MASK_NODATA))
+        ticker("change mask")()
+        if score_path:
+            os.replace(scratch, score_path)
+    finally:
+        scratch.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    logger.info("features: threshold %.4g (%s), %.2f %% of valid pixels changed", chosen,
+                "Otsu" if threshold is None else "given", 100 * changed / max(1, valid))
+    return DetectResult(out, score_path, chosen, changed / max(1, valid), pair.warped,
                         grid.width * grid.height / 1e6 / seconds)
-
-
-def _flush(mask_tif: AtomicGeoTiff, prob_tif: AtomicGeoTiff | None, total: np.ndarray, weight: np.ndarray,
-           valid: np.ndarray, top: int, height: int, threshold: float, changed: int,
-           valid_count: int) -> tuple[int, int]:
-    """Write ``height`` final rows of the strip buffers at raster row ``top``; returns updated counts."""
-    prob = np.where(valid[:height], total[:height] / np.maximum(weight[:height], 1e-12), np.nan)  # (height, W)
-    mask = np.where(valid[:height], prob > threshold, MASK_NODATA).astype(np.uint8)
-    window = Window(0, top, total.shape[1], height)
-    mask_tif.write(mask, window)
-    if prob_tif is not None:
-        prob_tif.write(prob.astype(np.float32), window)
-    return changed + int(np.count_nonzero(mask == 1)), valid_count + int(np.count_nonzero(mask != MASK_NODATA))

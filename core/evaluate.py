@@ -8,19 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .checkpoint import atomic_write_text
 from .data.change_patches import read_city_pair
 from .data.normalization import BandStats
 from .data.oscd import oscd_cities, read_change_mask
 from .data.scenes import shared_bands
+from .default_model import change_model_dir
+from .detect import load_feature_distance
 from .device import resolve_device
 from .errors import ConfigError
 from .finetune import load_change_model
 from .metrics import ChangeCounts, count_changes
 from .predict import predict_probability
 from .report import markdown_report, rgb_preview, save_comparison
-from .unsupervised import cva_change
+from .unsupervised import cva_change, otsu_threshold
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,25 @@ def evaluate_oscd(root: str | Path, cities: list[str] | None, model_dir: str | P
     Args:
         root: OSCD root.
         cities: labelled cities to score (default: all labelled ones).
-        model_dir: a ``swimdiff finetune-change`` model (for ``method="model"``).
-        method: "model" or "cva" (the classic baseline, Otsu threshold per city).
+        model_dir: a ``swimdiff finetune-change`` model (default: the shipped one); for ``features`` also a
+            ``swimdiff pretrain`` folder.
+        method: "model", "features" (encoder feature distance, Otsu threshold per city) or "cva" (the
+            classic baseline, Otsu threshold per city).
         report_dir: where to write ``report.md``, ``scores.json`` and one PNG preview per city.
         device_name: auto, cpu, cuda or cuda:N.
         progress: called with (fraction, message).
     """
-    if method not in ("model", "cva"):
-        raise ConfigError(f"--method {method!r} is unknown; use model or cva")
-    if method == "model" and model_dir is None:
-        raise ConfigError("evaluate needs --model DIR (a 'swimdiff finetune-change' folder) or --method cva")
+    if method not in ("model", "features", "cva"):
+        raise ConfigError(f"--method {method!r} is unknown; use model, features or cva")
     device = resolve_device(device_name)
-    model, config = load_change_model(model_dir, device) if method == "model" else (None, {})  # type: ignore[arg-type]
+    model: torch.nn.Module | None = None
+    config: dict = {}
+    if method == "model":
+        model_dir = change_model_dir(model_dir)
+        model, config = load_change_model(model_dir, device)
+    elif method == "features":
+        model_dir = change_model_dir(model_dir)
+        model, config = load_feature_distance(model_dir, device)
     chosen = oscd_cities(root, cities)
     per_city: dict[str, ChangeCounts] = {}
     out = Path(report_dir) if report_dir else None
@@ -67,7 +77,7 @@ def evaluate_oscd(root: str | Path, cities: list[str] | None, model_dir: str | P
         if model is not None:
             stats = BandStats.from_dict(config["normalization"])
             prob = predict_probability(model, stats.apply(x1, valid), stats.apply(x2, valid), device=device)
-            prediction = prob > config["threshold"]
+            prediction = prob > (config["threshold"] if method == "model" else otsu_threshold(prob[valid]))
         else:
             magnitude, threshold = cva_change(x1, x2, valid)
             prediction = magnitude > threshold
@@ -80,7 +90,8 @@ def evaluate_oscd(root: str | Path, cities: list[str] | None, model_dir: str | P
             progress((i + 1) / len(chosen), f"scored {city.name}")
     result = EvaluationResult(sum(per_city.values(), ChangeCounts()), per_city, None)
     if out is not None:
-        what = f"model `{model_dir}` (threshold {config['threshold']})" if model is not None else "CVA + Otsu"
+        what = {"model": f"model `{model_dir}` (threshold {config.get('threshold')})",
+                "features": f"feature distance of `{model_dir}` + Otsu", "cva": "CVA + Otsu"}[method]
         report = out / "report.md"
         atomic_write_text(report, markdown_report("Change detection on OSCD", list(per_city.items()), result.total,
                                                   [f"Method: {what}. Pooled over all labelled pixels."]))

@@ -29,7 +29,7 @@ from .data.normalization import BandStats, estimate_band_stats
 from .data.oscd import oscd_cities
 from .data.scenes import shared_bands
 from .device import describe_device, resolve_device
-from .errors import Cancelled, CheckpointFormatError, OutputError
+from .errors import Cancelled, CheckpointFormatError, ConfigError, OutputError
 from .history import write_csv
 from .losses import change_loss
 from .metrics import ChangeCounts, count_changes
@@ -50,6 +50,23 @@ class FinetuneResult:
     threshold: float
     val_scores: dict[str, float]
     seconds: float
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (buffers copied), validated and saved instead of
+    the raw weights: it smooths the step-to-step swings of a small, imbalanced training set."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for average, current in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if average.is_floating_point():
+                average.lerp_(current, 1.0 - self.decay)
+            else:
+                average.copy_(current)
 
 
 def pretrained_encoder(encoder_dir: str | Path | None) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
@@ -75,15 +92,19 @@ def best_threshold(probabilities: list[np.ndarray], labels: list[np.ndarray]) ->
 def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: list[str], val_cities: list[str],
                     train: TrainConfig, encoder_dir: str | Path | None = None, arch: str = "resnet18",
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
-                    eval_every: int = 50, progress: Callable[[float, str], None] | None = None,
+                    eval_every: int = 50, ema: float = 0.98, progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
     """Fine-tune change detection and write a ``swimdiff-change`` model folder.
+
+    ``ema`` is the decay of the weight average that is validated and saved (0: the raw weights).
 
     Raises:
         SwimDiffError: unknown cities, band mismatch, unreadable encoder, unwritable output.
     """
     started = time.perf_counter()
+    if not 0.0 <= ema < 1.0:
+        raise ConfigError(f"--ema {ema} is out of range; use 0 (off) or a decay below 1, e.g. 0.98")
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists():
         raise OutputError(f"--out '{out_dir}' already holds a model; choose another folder")
@@ -112,6 +133,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         model.encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
                                   weight_decay=train.weight_decay)
+    average = WeightAverage(model, ema) if ema > 0 else None
     dataset = ChangePatchDataset(train_stacks, patch_size, train.steps * train.batch_size, seed=train.seed)
     loader = DataLoader(dataset, batch_size=train.batch_size, num_workers=0, shuffle=False)
     history: list[dict[str, float]] = []
@@ -130,22 +152,25 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average:
+            average.update(model)
         losses.append(float(loss.detach()))
         if step % eval_every == 0 or step == train.steps:
             row = {"step": float(step), "loss": float(np.mean(losses[-eval_every:]))}
+            evaluated = average.model if average else model
             if val_stacks:
-                threshold, counts = _validate(model, val_stacks, device)
+                threshold, counts = _validate(evaluated, val_stacks, device)
                 row.update(val_f1=counts.f1, val_precision=counts.precision, val_recall=counts.recall,
                            threshold=threshold)
                 if counts.f1 > best["f1"]:
                     best = {"f1": counts.f1, "step": step, "threshold": threshold, "scores": counts.scores(),
-                            "state": copy.deepcopy(model.state_dict())}
+                            "state": copy.deepcopy(evaluated.state_dict())}
             history.append(row)
             if on_metrics:
                 on_metrics(step, row)
         report(step / train.steps, f"step {step}/{train.steps}, loss {losses[-1]:.4f}")
     if best["state"] is None:  # no validation cities: keep the last weights
-        best.update(step=train.steps, state=model.state_dict())
+        best.update(step=train.steps, state=(average.model if average else model).state_dict())
     seconds = time.perf_counter() - started
     config = {
         "kind": CHANGE_KIND,
@@ -156,6 +181,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         "threshold": best["threshold"],
         "metrics": {"best_step": best["step"], **{f"val_{k}": v for k, v in best["scores"].items()}},
         "train": train.to_dict(),
+        "ema": ema,
         "provenance": {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "swimdiff_version": __version__,
             "encoder": str(encoder_dir) if encoder_dir else None,
@@ -170,7 +196,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     return FinetuneResult(out_dir, best["step"], best["threshold"], best["scores"], seconds)
 
 
-def _validate(model: SiameseUNet, cities: list[CityStack], device: torch.device) -> tuple[float, ChangeCounts]:
+def _validate(model: torch.nn.Module, cities: list[CityStack], device: torch.device) -> tuple[float, ChangeCounts]:
     probabilities = [predict_probability(model, c.x1, c.x2, device=device) for c in cities]
     return best_threshold(probabilities, [c.label for c in cities])
 

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from .data.tiling import blend_weights, tile_grid
 from .models.siamese import SiameseUNet
 
 
 @torch.no_grad()
-def predict_batch(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, device: torch.device,
+def predict_batch(model: nn.Module, x1: np.ndarray, x2: np.ndarray, device: torch.device,
                   amp: bool = False) -> np.ndarray:
-    """Change probabilities of a batch of normalised pairs, (n, C, h, w) twice -> (n, h, w) float32."""
+    """Scores of a batch of normalised pairs, (n, C, h, w) twice -> (n, h, w) float32.
+
+    A :class:`SiameseUNet` gives change probabilities (sigmoid of its logits); another two-date
+    network returning (n, h, w), e.g. :class:`~core.models.distance.FeatureDistance`, its scores.
+    """
     model.eval()
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-        logits = model(torch.from_numpy(x1).to(device), torch.from_numpy(x2).to(device))  # (n, 1, h, w)
-    return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        out = model(torch.from_numpy(x1).to(device), torch.from_numpy(x2).to(device)).float()
+    out = torch.sigmoid(out)[:, 0] if isinstance(model, SiameseUNet) else out
+    return out.cpu().numpy()
 
 
-def predict_probability(model: SiameseUNet, x1: np.ndarray, x2: np.ndarray, tile: int = 256, overlap: int = 32,
+def predict_probability(model: nn.Module, x1: np.ndarray, x2: np.ndarray, tile: int = 256, overlap: int = 32,
                         batch_size: int = 8, device: torch.device | None = None) -> np.ndarray:
-    """Change probability (H, W) of two normalised (C, H, W) arrays held in memory."""
+    """Change probability (or score, see :func:`predict_batch`) (H, W) of two normalised (C, H, W) arrays."""
     device = device or next(model.parameters()).device
     height, width = x1.shape[-2:]
     tile = min(tile, height, width)

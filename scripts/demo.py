@@ -1,13 +1,15 @@
-"""`make demo`: a short SwiMDiff pre-training on real Sentinel-2 scenes, then where the results are.
+"""`make demo`: the main job — a georeferenced change map of two real Sentinel-2 dates.
 
-Uses the unlabelled OSCD city pairs plus the Boadella and Jaca time series from ../shared/data
-when they are there (12 bands shared by L1C and L2A: B01..B12 without B10); otherwise it makes a
-small synthetic scene so the command still shows the whole path.
+Runs ``swimdiff detect`` with the default model (resources/models/oscd-change) on an OSCD city that
+the model never saw in training or model selection (nantes by default), then scores the written
+GeoTIFF against the city's change label and draws t1 | t2 | label | prediction. Without
+../shared/data it makes a synthetic pair with a planted change so the command still shows the path.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -16,69 +18,96 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
 
 from core.cli import main as swimdiff  # noqa: E402
-from core.history import read_csv  # noqa: E402
+from core.data.change_patches import read_city_pair  # noqa: E402
+from core.data.oscd import oscd_cities, read_change_mask  # noqa: E402
+from core.default_model import DEFAULT_CHANGE_MODEL  # noqa: E402
+from core.metrics import count_changes  # noqa: E402
+from core.report import rgb_preview, save_comparison  # noqa: E402
+
+S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
 
-def real_scenes(data: Path) -> list[str]:
-    oscd = data / "oscd"
-    cities = (oscd / "unlabelled_cities.txt").read_text().strip().split(",")
-    scenes = [str(oscd / "images" / c.strip()) for c in cities if (oscd / "images" / c.strip()).is_dir()]
-    for series in ("boadella_s2l2a_12dates", "jaca_s2l2a_4dates"):
-        if (data / "multitemporal" / series).is_dir():
-            scenes.append(str(data / "multitemporal" / series))
-    return scenes
-
-
-def synthetic_scene() -> list[str]:
-    import numpy as np
-    import rasterio
+def synthetic_pair(folder: Path) -> tuple[Path, Path]:
+    """Two 12-band dates (256 px, UTM) with a bright 40 x 60 px block appearing in t2."""
     from rasterio.transform import from_origin
 
-    folder = Path(tempfile.mkdtemp(prefix="swimdiff-demo-"))
     rng = np.random.default_rng(0)
     base = np.kron(rng.normal(size=(12, 33, 33)), np.ones((8, 8)))[:, :256, :256]
-    for i in range(3):
-        data = (1500 + 400 * base + rng.normal(scale=50, size=base.shape)).astype("uint16")
-        with rasterio.open(folder / f"synthetic_{i}.tif", "w", driver="GTiff", width=256, height=256, count=12,
-                           dtype="uint16", crs="EPSG:32631", transform=from_origin(500000, 4600000, 10, 10)) as ds:
-            ds.write(data)
-    return [str(folder)]
+    paths = []
+    for i in range(2):
+        data = 1500 + 400 * base + rng.normal(scale=40, size=base.shape)
+        if i == 1:
+            data[:, 100:140, 80:140] += 2500
+        path = folder / f"synthetic_t{i + 1}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=12, dtype="uint16",
+                           crs="EPSG:32631", transform=from_origin(500000, 4600000, 10, 10), nodata=0) as ds:
+            ds.write(data.clip(1, 65535).astype("uint16"))
+            for band, name in enumerate(S2_BANDS, 1):
+                ds.set_band_description(band, name)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def detect(t1: Path, t2: Path, out: Path) -> tuple[Path, Path]:
+    change, probability = out / "change.tif", out / "probability.tif"
+    args = ["detect", "--t1", str(t1), "--t2", str(t2), "--out", str(change), "--probability", str(probability)]
+    print("$ swimdiff " + " ".join(args), flush=True)
+    if swimdiff(args) != 0:
+        sys.exit("detection failed (see the message above)")
+    return change, probability
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--out", default=str(REPO / "runs" / "demo-pretrain"))
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--city", default="nantes", help="labelled OSCD city to map (held out from training)")
+    parser.add_argument("--out", default=str(REPO / "runs" / "demo"))
     args = parser.parse_args()
-    data = Path(args.data)
-    if (data / "oscd" / "unlabelled_cities.txt").is_file():
-        scenes = real_scenes(data)
-        print(f"Pre-training on {len(scenes)} real Sentinel-2 scenes from {data}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    oscd = Path(args.data) / "oscd"
+    real = (oscd / "images" / args.city / "imgs_1").is_dir()
+    if real:
+        city = oscd_cities(oscd, [args.city])[0]
+        t1, t2 = oscd / "images" / args.city / "imgs_1", oscd / "images" / args.city / "imgs_2"
+        print(f"Change detection on the real Sentinel-2 pair of {args.city} ({city.dates()[0].source})")
     else:
-        scenes = synthetic_scene()
-        print(f"{data} not found: pre-training on a synthetic scene instead")
-    code = swimdiff(["pretrain", "--data", *scenes, "--assume-band-names", "l2a", "--out", args.out,
-                     "--steps", str(args.steps), "--batch-size", "32", "--queue-size", "1024", "--patch-size", "64",
-                     "--log-every", "5",
-                     "--checkpoint-every", "50", "--overwrite"])
-    if code != 0:
-        return code
-    rows = read_csv(Path(args.out) / "history.csv")
-    first, last = rows[0], rows[-1]
-    print("\nSwiMDiff pre-training finished.")
-    print(f"  contrastive {first['loss_contrastive']:.3f} (step {first['step']:.0f}) -> {last['loss_contrastive']:.3f} "
-          f"(step {last['step']:.0f}); a uniform guess over the filled queue scores {np.log1p(last['negatives']):.3f}")
-    print(f"  diffusion   {first['loss_diffusion']:.3f} -> {last['loss_diffusion']:.3f}  (1.0 = predicting no noise)")
-    print(f"  accuracy    {first['accuracy']:.2f} -> {last['accuracy']:.2f}  (own other-date view ranked first "
-          f"among 32; chance 0.03)")
-    print(f"  model       {args.out}/model.safetensors + config.json")
-    print(f"  loss plot   {args.out}/loss.png")
-    print("\nOn your own rasters:")
-    print("  .venv/bin/swimdiff pretrain --data /path/to/dated_geotiffs_folder --out runs/mine --steps 1000")
-    print("  (.venv/bin/swimdiff pretrain --help lists every option and its default)")
+        t1, t2 = synthetic_pair(Path(tempfile.mkdtemp(prefix="swimdiff-demo-")))
+        print(f"{oscd} not found: a synthetic pair with a planted change instead")
+    change, probability = detect(t1, t2, out)
+    with rasterio.open(change) as ds:
+        mask, crs, size, threshold = ds.read(1), ds.crs, (ds.width, ds.height), ds.tags()["threshold"]
+    print(f"\nChange map written: {change}  ({size[0]} x {size[1]} px, {crs}, "
+          f"{(mask == 1).sum() / max(1, (mask != 255).sum()):.2%} of valid pixels changed, threshold {threshold})")
+    print(f"Probability:        {probability}")
+    model = json.loads((DEFAULT_CHANGE_MODEL / "config.json").read_text())
+    bands = model["bands"]
+    if real:
+        x1, x2, valid = read_city_pair(city, bands)
+        label = read_change_mask(city, *valid.shape)
+        label[~valid] = 255
+        scores = count_changes(mask == 1, label).scores()
+        title = (f"{args.city}: F1 {scores['f1']:.3f} (precision {scores['precision']:.3f}, "
+                 f"recall {scores['recall']:.3f})")
+        print(f"Against the OSCD label: F1 {scores['f1']:.3f}, precision {scores['precision']:.3f}, "
+              f"recall {scores['recall']:.3f}, IoU {scores['iou']:.3f}")
+        held_out = ", ".join(model["metrics"].get("test_cities", []))
+        print(f"  (the default model was trained on {', '.join(model['provenance']['train_cities'])}; "
+              f"held out: {held_out})")
+    else:
+        with rasterio.open(t1) as a, rasterio.open(t2) as b:
+            x1, x2 = a.read().astype(np.float32), b.read().astype(np.float32)
+        label, title = None, "synthetic pair"
+    preview = out / "preview.png"
+    save_comparison(preview, title, rgb_preview(x1, bands), rgb_preview(x2, bands), label, mask)
+    print(f"Preview:            {preview}")
+    print("\nOn your own rasters (two dates of one place: multi-band GeoTIFFs with band descriptions B01..B12,")
+    print("or folders of *_Bxx.tif files; t2 is warped onto t1's grid when they differ):")
+    print("  .venv/bin/swimdiff detect --t1 before.tif --t2 after.tif --out change.tif --probability prob.tif")
+    print("  .venv/bin/swimdiff detect --help    (methods model | features | cva, tiles, device)")
     return 0
 
 

@@ -103,7 +103,7 @@ def test_bad_input_is_one_clear_error(case, pair, tmp_path, capsys) -> None:
         b = tmp_path / "broken.tif"
         b.write_bytes(b"II*\x00garbage")
         expect = "broken.tif"
-    code = main(["detect", "--t1", str(a), "--t2", str(b), "--out", str(out), "--events", "jsonl"])
+    code = main(["detect", "--method", "cva", "--t1", str(a), "--t2", str(b), "--out", str(out), "--events", "jsonl"])
     error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 2 and error["event"] == "error" and expect in error["message"], error
     assert not out.exists()
@@ -112,8 +112,8 @@ def test_bad_input_is_one_clear_error(case, pair, tmp_path, capsys) -> None:
 def test_real_oscd_pair_through_the_cli(shared_data, tmp_path, capsys) -> None:
     city = shared_data / "oscd" / "images" / "bercy"
     out = tmp_path / "bercy.tif"
-    code = main(["detect", "--t1", str(city / "imgs_1"), "--t2", str(city / "imgs_2"), "--out", str(out),
-                 "--events", "jsonl"])
+    code = main(["detect", "--method", "cva", "--t1", str(city / "imgs_1"), "--t2", str(city / "imgs_2"),
+                 "--out", str(out), "--events", "jsonl"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and lines[-1]["event"] == "result"
     b02 = next((city / "imgs_1").glob("*_B02.tif"))

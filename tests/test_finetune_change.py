@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_oscd
 from core.cli import main
-from core.finetune import best_threshold, load_change_model
+from core.finetune import WeightAverage, best_threshold, load_change_model
 from core.losses import change_loss
 from core.models.siamese import SiameseUNet
 
@@ -33,6 +33,18 @@ def test_change_loss_ignores_unlabelled_pixels() -> None:
     right = wild.clone()
     right[0, 0, 0] = torch.tensor([10.0, -10.0])  # confident and right on the labelled pixels
     assert float(change_loss(right, label)) < 0.01 < float(change_loss(logits, label))
+
+
+def test_weight_average_follows_the_weights_with_its_decay() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(model, decay=0.9)
+    before = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model[1].num_batches_tracked += 3
+    average.update(model)
+    torch.testing.assert_close(average.model[0].weight, before + 0.1)
+    assert int(average.model[1].num_batches_tracked) == 3 and not average.model[0].weight.requires_grad
 
 
 def test_best_threshold_picks_the_best_pooled_f1() -> None:
@@ -76,7 +88,7 @@ def test_evaluate_cva_needs_no_model_and_finds_planted_blocks(tmp_path) -> None:
 
 @pytest.mark.parametrize("args,expect", [
     (["--model", "nowhere"], "does not exist"),
-    ([], "needs --model"),
+    (["--method", "features", "--model", "nowhere"], "does not exist"),
     (["--method", "cva", "--cities", "atlantis"], "choose from alpha"),
 ])
 def test_evaluate_bad_input(args, expect, tmp_path, capsys) -> None:

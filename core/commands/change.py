@@ -42,6 +42,8 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, default=96, help="patch side in pixels")
     p.add_argument("--lr", type=float, default=t.lr, help="peak AdamW learning rate")
     p.add_argument("--eval-every", type=int, default=50, help="steps between validations")
+    p.add_argument("--ema", type=float, default=0.98, help="decay of the weight average that is validated and "
+                                                          "saved (0: the raw weights)")
     p.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=t.seed, help="seed of patches and initialisation")
     p.set_defaults(run=_run_finetune_change)
@@ -57,7 +59,7 @@ def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
         result = finetune_change(args.data, args.out, _cities(args.cities), _cities(args.val_cities), train,
                                  encoder_dir=args.encoder, bands=list(parse_band_list(args.bands)) or None,
                                  freeze_encoder=args.freeze_encoder,
-                                 patch_size=args.patch_size, eval_every=args.eval_every,
+                                 patch_size=args.patch_size, eval_every=args.eval_every, ema=args.ema,
                                  progress=reporter.progress, should_stop=stop, on_metrics=reporter.metric)
     logger.info("best validation F1 %.3f at step %d (threshold %.2f); model in %s",
                 result.val_scores.get("f1", float("nan")), result.best_step, result.threshold, result.out_dir)
@@ -73,8 +75,10 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
                     "cities, a per-city table, a Markdown report and t1 | t2 | label | prediction previews.",
     )
     p.add_argument("--data", required=True, help="OSCD root")
-    p.add_argument("--model", default=None, help="a 'swimdiff finetune-change' model folder")
-    p.add_argument("--method", choices=("model", "cva"), default="model", help="the model, or the CVA baseline")
+    p.add_argument("--model", default=None, help="a 'swimdiff finetune-change' model folder (default: the shipped "
+                                                 "model); features: also a 'swimdiff pretrain' folder")
+    p.add_argument("--method", choices=("model", "features", "cva"), default="model",
+                   help="the model, the encoder feature distance + Otsu, or the CVA baseline")
     p.add_argument("--cities", default="", help="comma-separated labelled cities (default: all)")
     p.add_argument("--report", default=None, metavar="DIR", help="write report.md, scores.json and PNG previews")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the scores as JSON here")

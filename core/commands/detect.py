@@ -19,10 +19,12 @@ def add(commands: argparse._SubParsersAction) -> None:
                     "*_Bxx.tif band files; bands are matched by name (band descriptions or file suffixes),\n"
                     "else by count and order. t2 is warped onto t1's grid when the grids differ. Outputs keep\n"
                     "t1's CRS and transform, are written tile by tile and appear only when complete.\n"
-                    "Methods: model (a 'swimdiff finetune-change' folder given with --model; the default when\n"
-                    "--model is given) and cva (change vector analysis with Otsu's threshold; the default without).",
+                    "Methods: model (a 'swimdiff finetune-change' model; without --model the default model\n"
+                    "shipped in resources/models/oscd-change), features (no labels: cosine distance of the\n"
+                    "encoder features of the two dates, Otsu's threshold; --model may be a 'swimdiff pretrain'\n"
+                    "folder) and cva (classic change vector analysis on standardised bands, Otsu's threshold).",
         epilog="example: swimdiff detect --t1 ../shared/data/oscd/images/bercy/imgs_1 "
-               "--t2 ../shared/data/oscd/images/bercy/imgs_2 --model runs/change --out change.tif "
+               "--t2 ../shared/data/oscd/images/bercy/imgs_2 --out change.tif "
                "--probability prob.tif",
     )
     p.add_argument("--t1", required=True, help="the earlier raster (its grid is the output grid)")
@@ -30,50 +32,57 @@ def add(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="change mask GeoTIFF: 0 no change, 1 change, 255 nodata")
     p.add_argument("--probability", "--score", dest="probability", default=None,
                    help="also write the change probability (model) or magnitude (cva) as float32 GeoTIFF")
-    p.add_argument("--model", default=None, help="a 'swimdiff finetune-change' model folder")
-    p.add_argument("--method", choices=("model", "cva"), default=None,
-                   help="how change is scored (default: model with --model, else cva)")
+    p.add_argument("--model", default=None,
+                   help="a 'swimdiff finetune-change' folder (features: also a 'swimdiff pretrain' folder); "
+                        "default: the shipped model")
+    p.add_argument("--method", choices=("model", "features", "cva"), default="model", help="how change is scored")
     p.add_argument("--threshold", type=float, default=None,
-                   help="threshold (default: the model's validated one; Otsu's for cva)")
+                   help="threshold (default: the model's validated one; Otsu's for features and cva)")
     p.add_argument("--bands", default="", help="cva: comma-separated bands to compare (default: all both share)")
     p.add_argument("--tile", type=int, default=256, help="tile side in pixels (memory grows with tile x width)")
-    p.add_argument("--overlap", type=int, default=32, help="model: overlap of neighbouring tiles, blended")
-    p.add_argument("--batch-size", type=int, default=8, help="model: tiles per forward pass")
-    p.add_argument("--device", default="auto", help="model: auto, cpu, cuda or cuda:N")
+    p.add_argument("--overlap", type=int, default=32, help="model, features: overlap of neighbouring tiles, blended")
+    p.add_argument("--batch-size", type=int, default=8, help="model, features: tiles per forward pass")
+    p.add_argument("--device", default="auto", help="model, features: auto, cpu, cuda or cuda:N")
     p.set_defaults(run=_run_detect)
 
 
 def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..checkpoint import read_config
     from ..data.bands import parse_band_list
+    from ..default_model import change_model_dir
     from ..errors import ConfigError
     from ..finetune import CHANGE_KIND
     from ..infer import detect_cva, open_pair
 
     if not 64 <= args.tile <= 8192:
         raise ConfigError(f"--tile {args.tile} is out of range; use 64 to 8192 (e.g. 256)")
-    method = args.method or ("model" if args.model else "cva")
-    if method == "model" and not args.model:
-        raise ConfigError("--method model needs --model DIR (a 'swimdiff finetune-change' folder); "
-                          "or use --method cva")
-    bands = read_config(args.model, CHANGE_KIND)["bands"] if method == "model" else parse_band_list(args.bands)
+    if not 0 <= args.overlap < args.tile:
+        raise ConfigError(f"--overlap {args.overlap} is out of range; use 0 up to the tile size (e.g. 32; "
+                          "more than half a tile is used as half)")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} is out of range; use 1 or more")
+    method = args.method
+    model = change_model_dir(args.model) if method != "cva" else None
+    bands = (parse_band_list(args.bands) if model is None
+             else read_config(model, CHANGE_KIND if method == "model" else None)["bands"])
     pair = open_pair(args.t1, args.t2, bands)
     logger.info("comparing %d bands: %s", len(pair.bands), ", ".join(pair.bands))
     with StopOnSignal() as stop:
-        if method == "model":
-            from ..detect import detect_with_model
+        if model is not None:
+            from ..detect import detect_features, detect_with_model
 
-            result = detect_with_model(pair, args.model, args.out, args.probability, tile=args.tile,
-                                       overlap=args.overlap, batch_size=args.batch_size, threshold=args.threshold,
-                                       device_name=args.device, progress=reporter.progress, should_stop=stop)
+            run = detect_with_model if method == "model" else detect_features
+            result = run(pair, model, args.out, args.probability, tile=args.tile, overlap=args.overlap,
+                         batch_size=args.batch_size, threshold=args.threshold, device_name=args.device,
+                         progress=reporter.progress, should_stop=stop)
         else:
             result = detect_cva(pair, args.out, args.probability, tile=args.tile, threshold=args.threshold,
                                 progress=reporter.progress, should_stop=stop)
     logger.info("change mask %s (%.2f %% changed, threshold %.4g, %.2f Mpx/s)%s", result.change,
                 100 * result.changed_fraction, result.threshold, result.megapixels_per_second,
                 "; t2 was warped onto t1's grid" if result.warped else "")
-    outputs = {"change": str(result.change), "method": method, "threshold": result.threshold,
-               "changed_fraction": result.changed_fraction, "warped": result.warped}
+    outputs = {"change": str(result.change), "method": method, **({"model": str(model)} if model else {}),
+               "threshold": result.threshold, "changed_fraction": result.changed_fraction, "warped": result.warped}
     if result.score:
         outputs["probability"] = str(result.score)
     return outputs
