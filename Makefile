@@ -7,7 +7,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers xvfb xauth python3-venv python3
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv demo demo-pretrain default-model test lint bench-pretrain bench-detect bench-ablation clean
+.PHONY: setup apt venv demo demo-pretrain default-model test lint bench-pretrain bench-detect bench-ablation clean zip deploy
 
 ## setup: everything the project needs, idempotent (apt packages when missing, .venv, pinned pip deps)
 setup: apt $(STAMP)
@@ -58,6 +58,24 @@ bench-detect: setup
 ## bench-ablation: random init vs MoCo vs MoCo+SwM vs MoCo+diffusion vs SwiMDiff, equal budget (~90 min CPU)
 bench-ablation: setup
 	$(PY) bench/ablation.py --data $(DATA)
+
+## zip: dist/swimdiff.zip for QGIS's "Install from ZIP" (plugin, core, resources; no tests or dev files)
+ZIP ?= dist/swimdiff.zip
+ZIP_EXCLUDE := ^(tests|bench|docs|scripts|\.ci)/|^\.gitignore$$|^resources/make_icon\.py$$|(^|/)__pycache__/
+zip:
+	@rm -rf build/zip && mkdir -p build/zip/swimdiff $(dir $(ZIP))
+	@git ls-files --cached --others --exclude-standard | grep -Ev '$(ZIP_EXCLUDE)' \
+	  | while read -r f; do [ -f "$$f" ] && echo "$$f"; done | xargs -d '\n' cp --parents -t build/zip/swimdiff
+	@rm -f $(ZIP) && cd build/zip && zip -qr $(abspath $(ZIP)) swimdiff
+	@echo "$(ZIP): $$(unzip -Z1 $(ZIP) | grep -vc /$$) files"
+
+## deploy: link this working tree into a QGIS profile's plugin folder (QGIS_PROFILE=default)
+QGIS_PROFILE ?= default
+QGIS_PLUGINS ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/$(QGIS_PROFILE)/python/plugins
+deploy:
+	mkdir -p $(QGIS_PLUGINS)
+	ln -sfn $(CURDIR) $(QGIS_PLUGINS)/swimdiff
+	@echo "linked $(QGIS_PLUGINS)/swimdiff -> $(CURDIR); enable SwiMDiff in QGIS's Plugin Manager"
 
 clean:
 	rm -rf runs build *.egg-info

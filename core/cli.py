@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import change, detect, pretrain
+from .commands import change, detect, device, pretrain
 from .commands.common import Formatter
 from .events import BarReporter, JsonLinesReporter, JsonLogHandler, Reporter
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add(commands)
     change.add_finetune(commands)
     change.add_evaluate(commands)
+    device.add(commands)
     return parser
 
 
@@ -92,14 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         outputs = args.run(args, reporter)
         reporter.result(outputs)
         return 0
+    except Cancelled as error:  # before SwimDiffError, its base class
+        logger.warning("%s", error)
+        reporter.error(error.kind, str(error))
+        return EXIT_CANCELLED
     except SwimDiffError as error:
         logger.error("%s", error)
         reporter.error(error.kind, str(error))
         return EXIT_USER_ERROR
-    except Cancelled as error:
-        logger.warning("%s", error)
-        reporter.error(error.kind, str(error))
-        return EXIT_CANCELLED
     except KeyboardInterrupt:
         reporter.error("Interrupted", "interrupted")
         return EXIT_CANCELLED

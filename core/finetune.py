@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from . import __version__
 from .checkpoint import PRETRAIN_KIND, load_model, save_model
 from .config import TrainConfig
-from .data.change_patches import ChangePatchDataset, CityStack, load_city, read_city_pair
+from .data.change_patches import ChangePatchDataset, CityStack, load_city, read_city_pair, split_rows
 from .data.normalization import BandStats, estimate_band_stats
 from .data.oscd import oscd_cities
 from .data.scenes import shared_bands
@@ -92,17 +92,22 @@ def best_threshold(probabilities: list[np.ndarray], labels: list[np.ndarray]) ->
 def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: list[str], val_cities: list[str],
                     train: TrainConfig, encoder_dir: str | Path | None = None, arch: str = "resnet18",
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
-                    eval_every: int = 50, ema: float = 0.98, progress: Callable[[float, str], None] | None = None,
+                    eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0,
+                    progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
     """Fine-tune change detection and write a ``swimdiff-change`` model folder.
 
     ``ema`` is the decay of the weight average that is validated and saved (0: the raw weights).
+    ``val_fraction`` > 0 also validates on the bottom rows of every training city, which training
+    patches then never touch (see :func:`~core.data.change_patches.split_rows`).
 
     Raises:
         SwimDiffError: unknown cities, band mismatch, unreadable encoder, unwritable output.
     """
     started = time.perf_counter()
+    if not 0.0 <= val_fraction < 0.9:
+        raise ConfigError(f"--val-fraction {val_fraction} is out of range; use 0 (none) to 0.5, e.g. 0.25")
     if not 0.0 <= ema < 1.0:
         raise ConfigError(f"--ema {ema} is out of range; use 0 (off) or a decay below 1, e.g. 0.98")
     out_dir = Path(out_dir)
@@ -114,13 +119,18 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     if encoder_config:
         arch = encoder_config["architecture"]["arch"]
         bands = list(encoder_config["bands"])
-    train_set, val_set = oscd_cities(data_root, train_cities), oscd_cities(data_root, val_cities) if val_cities else []
+    train_set = oscd_cities(data_root, train_cities)
+    val_set = oscd_cities(data_root, val_cities) if val_cities else []
     bands = bands or shared_bands(train_set[0].dates())
     report(0.0, f"reading {len(train_set) + len(val_set)} cities on {describe_device(device)}")
     stats = (BandStats.from_dict(encoder_config["normalization"]) if encoder_config
              else estimate_band_stats(bands, (read_city_pair(c, bands)[0::2] for c in train_set)))
     train_stacks = [load_city(c, bands, stats) for c in train_set]
     val_stacks = [load_city(c, bands, stats) for c in val_set]
+    if val_fraction > 0:
+        splits = [split_rows(c, val_fraction) for c in train_stacks]
+        train_stacks = [train_part for train_part, _ in splits]
+        val_stacks += [val_part for _, val_part in splits]
 
     torch.manual_seed(train.seed)
     model = SiameseUNet(arch, len(bands)).to(device)
@@ -186,7 +196,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "swimdiff_version": __version__,
             "encoder": str(encoder_dir) if encoder_dir else None,
             "encoder_provenance": encoder_config.get("provenance"), "freeze_encoder": freeze_encoder,
-            "train_cities": train_cities, "val_cities": val_cities, "device": describe_device(device),
+            "train_cities": train_cities, "val_cities": val_cities, "val_fraction": val_fraction,
+            "device": describe_device(device),
             "seconds": round(seconds, 1),
         },
     }

@@ -1,4 +1,4 @@
-"""The plugin object that QGIS loads: a toolbar and a Raster menu entry that check the worker environment.
+"""The plugin object that QGIS loads: the Processing provider, and a toolbar that checks the worker environment.
 
 Nothing here imports torch, rasterio, timm or diffusers: the heavy work runs in a worker process (see
 ``environment.py``), and this module only starts it.
@@ -9,14 +9,20 @@ from __future__ import annotations
 import logging
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from qgis.core import Qgis, QgsApplication, QgsTask
+from qgis.core import Qgis, QgsApplication, QgsProcessingProvider, QgsTask
 from qgis.gui import QgisInterface
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QToolBar
 
 from .environment import PLUGIN_DIR, worker_status
 from .qgis_log import LOG_TAG, MessageLogHandler, log
+
+if TYPE_CHECKING:
+    from .dock import SwimDiffDock
+    from .runs import Runner
 
 MENU = "&SwiMDiff"
 TOOLBAR_NAME = "SwiMDiffToolbar"
@@ -33,6 +39,9 @@ class SwimDiffPlugin:
         plugin_dir: The plugin folder, where the worker environment is looked for.
         toolbar: The "SwiMDiff" toolbar, None while the plugin is unloaded.
         actions: Every action the plugin added to the toolbar and the Raster menu.
+        provider: The registered Processing provider, None while the plugin is unloaded.
+        runner: Starts the dock's runs (created with the dock, on first show).
+        dock: The SwiMDiff panel, None until it is first shown.
     """
 
     def __init__(self, iface: QgisInterface) -> None:
@@ -47,16 +56,25 @@ class SwimDiffPlugin:
         self.actions: list[QAction] = []
         self._log_handler: MessageLogHandler | None = None
         self._check_task: QgsTask | None = None  # kept referenced until it finishes
+        self.provider: QgsProcessingProvider | None = None
+        self.runner: Runner | None = None
+        self.dock: SwimDiffDock | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 (name fixed by QGIS)
-        """Register the Processing provider; ``qgis_process`` calls only this (there is no ``iface``).
+        """Register the "SwiMDiff" Processing provider; ``qgis_process`` calls only this (there is no ``iface``).
 
-        ``metadata.txt`` declares ``hasProcessingProvider=yes``, so QGIS requires this method; the
-        provider and its algorithms are not written yet, so for now it registers nothing.
+        QGIS calls it when it loads the plugin (``metadata.txt`` declares ``hasProcessingProvider=yes``)
+        and :meth:`initGui` calls it again; the provider is registered once.
         """
+        if self.provider is not None:
+            return
+        from .processing.provider import SwimDiffProvider  # lazy: qgis_process loads only what it needs
+
+        self.provider = SwimDiffProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 (name fixed by QGIS)
-        """Create the toolbar and the Raster menu entry, and forward the plugin's logging to QGIS."""
+        """Create the toolbar and the Raster menu entries (panel, environment), and forward logging to QGIS."""
         self.initProcessing()
         self._log_handler = MessageLogHandler()
         package_logger.addHandler(self._log_handler)
@@ -64,6 +82,15 @@ class SwimDiffPlugin:
 
         self.toolbar = self.iface.addToolBar("SwiMDiff")
         self.toolbar.setObjectName(TOOLBAR_NAME)
+
+        panel = QAction(QIcon(str(ICON_PATH)), "SwiMDiff panel", self.iface.mainWindow())
+        panel.setObjectName("SwiMDiffPanelAction")
+        panel.setToolTip("Detect changes, pre-train and fine-tune with SwiMDiff")
+        panel.setCheckable(True)
+        panel.toggled.connect(self.show_dock)
+        self.toolbar.addAction(panel)
+        self.iface.addPluginToRasterMenu(MENU, panel)
+        self.actions.append(panel)
 
         action = QAction(QIcon(str(ICON_PATH)), "SwiMDiff environment…", self.iface.mainWindow())
         action.setObjectName("SwiMDiffEnvironmentAction")
@@ -74,10 +101,21 @@ class SwimDiffPlugin:
         self.actions.append(action)
 
     def unload(self) -> None:
-        """Remove the actions, the menu entries, the toolbar and the log handler."""
+        """Remove the Processing provider, the actions, the menu entries, the toolbar and the log handler."""
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)  # deletes the provider
+            self.provider = None
         if self._check_task is not None:
             self._check_task.cancel()
             self._check_task = None
+        if self.runner is not None:
+            self.runner.shutdown()  # the worker process ends; its task reports to nobody
+            self.runner = None
+        if self.dock is not None:
+            self.dock.shutdown()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
             if self.toolbar is not None:
@@ -92,6 +130,26 @@ class SwimDiffPlugin:
             package_logger.removeHandler(self._log_handler)
             package_logger.setLevel(logging.NOTSET)
             self._log_handler = None
+
+    def show_dock(self, visible: bool = True) -> None:  # noqa: FBT001, FBT002 (toggled signal)
+        """Show or hide the SwiMDiff panel; it is created the first time it is shown.
+
+        Args:
+            visible: Show (True) or hide (False).
+        """
+        if self.dock is None:
+            if not visible:
+                return
+            from .dock import SwimDiffDock  # lazy: QGIS starts faster without the panel's widgets
+            from .runs import Runner
+
+            self.runner = Runner(self.iface)
+            self.dock = SwimDiffDock(self.iface, self.runner)  # addDockWidget gives it its parent
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            if self.actions:
+                self.dock.visibilityChanged.connect(self.actions[0].setChecked)
+            self.dock.check_device()
+        self.dock.setVisible(visible)
 
     def check_environment(self) -> None:
         """Check the worker environment in a background task and report in the message bar.

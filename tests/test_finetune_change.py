@@ -10,6 +10,7 @@ import torch
 
 from conftest import make_oscd
 from core.cli import main
+from core.data.change_patches import CityStack, split_rows
 from core.finetune import WeightAverage, best_threshold, load_change_model
 from core.losses import change_loss
 from core.models.siamese import SiameseUNet
@@ -96,3 +97,17 @@ def test_evaluate_bad_input(args, expect, tmp_path, capsys) -> None:
     code = main(["evaluate", "--data", str(root), *args, "--events", "jsonl"])
     error = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert code == 2 and expect in error["message"]
+
+
+def test_split_rows_holds_out_the_bottom_rows_for_validation() -> None:
+    x = np.arange(2 * 40 * 10, dtype=np.float32).reshape(2, 40, 10)
+    label = np.zeros((40, 10), dtype=np.uint8)
+    train, val = split_rows(CityStack("c", x, x + 1, label), 0.25)
+    assert train.shape == (30, 10) and val.shape == (10, 10) and "c" in val.name
+    np.testing.assert_array_equal(np.concatenate([train.x2, val.x2], axis=1), x + 1)
+
+
+def test_device_command_reports_the_device(capsys) -> None:
+    assert main(["device", "--device", "cpu", "--events", "jsonl"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["outputs"]["type"] == "cpu" and result["outputs"]["device"].startswith("CPU (")

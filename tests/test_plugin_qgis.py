@@ -55,6 +55,11 @@ def plugin(qgis_iface) -> Iterator:
     process_deferred_deletes()
 
 
+def environment_action(plugin) -> QAction:
+    (action,) = [a for a in plugin.actions if a.objectName() == "SwiMDiffEnvironmentAction"]
+    return action
+
+
 def swimdiff_toolbars(qgis_iface) -> list[QToolBar]:
     return qgis_iface.mainWindow().findChildren(QToolBar, "SwiMDiffToolbar")
 
@@ -81,32 +86,56 @@ def test_init_gui_creates_the_toolbar_and_the_raster_menu_entry(plugin, qgis_ifa
 
     assert swimdiff_toolbars(qgis_iface) == [plugin.toolbar]
     assert plugin.toolbar.windowTitle() == "SwiMDiff"
-    (action,) = plugin.actions
-    assert plugin.toolbar.actions() == [action]
-    assert action.text() == "SwiMDiff environment…"
-    assert not action.icon().isNull()
-    qgis_iface.addPluginToRasterMenu.assert_called_once_with("&SwiMDiff", action)
+    panel, environment = plugin.actions
+    assert plugin.toolbar.actions() == [panel, environment]
+    assert [panel.text(), environment.text()] == ["SwiMDiff panel", "SwiMDiff environment…"]
+    assert not panel.icon().isNull() and not environment.icon().isNull()
+    assert [c.args for c in qgis_iface.addPluginToRasterMenu.call_args_list] == [
+        ("&SwiMDiff", panel), ("&SwiMDiff", environment)]
+    assert plugin.dock is None  # created when first shown
 
 
 def test_unload_leaves_nothing_behind(plugin, qgis_iface) -> None:
     plugin.initGui()
     toolbar = plugin.toolbar
-    (action,) = plugin.actions
+    panel, environment = plugin.actions
+    panel.trigger()  # shows the dock
+    dock = plugin.dock
+    assert dock is not None and not dock.isHidden() and panel.isChecked()
     package_logger = sys.modules[f"{PACKAGE}.swimdiff_qgis.plugin"].package_logger
     assert len(package_logger.handlers) == 1
 
     plugin.unload()
-    qgis_iface.removePluginRasterMenu.assert_called_once_with("&SwiMDiff", action)
-    assert plugin.toolbar is None and plugin.actions == []
+    assert [c.args for c in qgis_iface.removePluginRasterMenu.call_args_list] == [
+        ("&SwiMDiff", panel), ("&SwiMDiff", environment)]
+    assert plugin.toolbar is None and plugin.actions == [] and plugin.dock is None and plugin.runner is None
     assert package_logger.handlers == []
     process_deferred_deletes()
     assert sip.isdeleted(toolbar)
-    assert sip.isdeleted(action)
+    assert sip.isdeleted(panel) and sip.isdeleted(environment) and sip.isdeleted(dock)
     assert swimdiff_toolbars(qgis_iface) == []
-    assert qgis_iface.mainWindow().findChildren(QAction, "SwiMDiffEnvironmentAction") == []
+    for name in ("SwiMDiffEnvironmentAction", "SwiMDiffPanelAction"):
+        assert qgis_iface.mainWindow().findChildren(QAction, name) == []
 
     plugin.initGui()  # a reloaded plugin starts from a clean window
     assert swimdiff_toolbars(qgis_iface) == [plugin.toolbar]
+
+
+def test_the_processing_provider_is_registered_once_and_removed_on_unload(plugin) -> None:
+    registry = QgsApplication.processingRegistry()
+    assert registry.providerById("swimdiff") is None
+
+    plugin.initProcessing()  # what qgis_process calls; QGIS calls it, then initGui calls it again
+    plugin.initGui()
+
+    assert registry.providerById("swimdiff") is plugin.provider
+    assert [p.id() for p in registry.providers()].count("swimdiff") == 1
+    assert sorted(a.id() for a in plugin.provider.algorithms()) == [
+        "swimdiff:detectchange", "swimdiff:evaluatechange", "swimdiff:finetunechange", "swimdiff:pretrain"]
+    plugin.unload()
+    assert plugin.provider is None and registry.providerById("swimdiff") is None
+    plugin.initProcessing()  # reload
+    assert registry.providerById("swimdiff") is plugin.provider
 
 
 def test_environment_action_reports_a_working_worker(plugin, qgis_iface, tmp_path: Path) -> None:
@@ -117,7 +146,7 @@ def test_environment_action_reports_a_working_worker(plugin, qgis_iface, tmp_pat
     plugin.plugin_dir = tmp_path
     plugin.initGui()
 
-    plugin.actions[0].trigger()
+    environment_action(plugin).trigger()
 
     assert wait_for_messages(qgis_iface, Qgis.Success) == [
         f"SwiMDiff:Worker Python {python} works: swimdiff 0.1.0"
@@ -129,7 +158,7 @@ def test_environment_action_names_the_fix_when_there_is_no_worker(plugin, qgis_i
     plugin.plugin_dir = tmp_path
     plugin.initGui()
 
-    plugin.actions[0].trigger()
+    environment_action(plugin).trigger()
 
     assert wait_for_messages(qgis_iface, Qgis.Warning) == [
         f"SwiMDiff:No worker Python environment: {tmp_path}/.venv/bin/python is missing; "
@@ -147,7 +176,7 @@ def test_environment_action_shows_the_worker_error_in_the_message_bar(
     plugin.plugin_dir = tmp_path
     plugin.initGui()
 
-    plugin.actions[0].trigger()
+    environment_action(plugin).trigger()
 
     assert wait_for_messages(qgis_iface, Qgis.Warning) == [
         f"SwiMDiff:Worker Python {python} does not work: {python} -m core.cli --version failed with "
@@ -167,3 +196,165 @@ def test_plugin_code_never_imports_the_heavy_worker_libraries() -> None:
                 continue
             heavy = {name.split(".")[0] for name in names} & HEAVY_MODULES
             assert not heavy, f"{path.relative_to(ROOT)}:{node.lineno} imports {sorted(heavy)}"
+
+
+# --- runs from the dock: QgsTasks that drive the real worker (CVA on small generated rasters) ---------------
+
+
+def wait_until_idle(plugin, timeout: float = 180) -> None:
+    """Process events until the dock's run has finished and reported."""
+    deadline = time.monotonic() + timeout
+    while plugin.runner.busy() and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    assert not plugin.runner.busy(), "the run did not finish in time"
+    QgsApplication.processEvents()
+
+
+def make_pair(folder: Path, t2_bands: tuple[str, ...] = ("B02", "B03", "B04", "B08")) -> tuple[Path, Path]:
+    """Generated 4-band t1/t2 GeoTIFFs (64 x 64, EPSG:32631) where rows 10:30, columns 20:44 changed."""
+    import numpy as np
+
+    from conftest import smooth_field, write_geotiff
+
+    t1 = smooth_field(np.random.default_rng(0), 4, 64)
+    t2 = t1.copy()
+    t2[:, 10:30, 20:44] += 900
+    return (write_geotiff(folder / "t1.tif", t1, descriptions=("B02", "B03", "B04", "B08")),
+            write_geotiff(folder / "t2.tif", t2, descriptions=t2_bands))
+
+
+@pytest.fixture
+def dock(plugin, qgis_iface, qgis_new_project):
+    plugin.initGui()
+    plugin.show_dock()
+    return plugin.dock
+
+
+def pixel_alpha(layer, row: int, column: int) -> int:
+    """The alpha of one rendered pixel of a raster layer (its renderer's output at full resolution)."""
+    block = layer.renderer().block(1, layer.extent(), layer.width(), layer.height())
+    return block.color(row, column) >> 24 & 0xFF
+
+
+def test_a_detect_run_from_the_dock_adds_styled_layers_on_the_inputs_grid(
+    plugin, dock, qgis_iface, tmp_path: Path
+) -> None:
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    t1_path, t2_path = make_pair(tmp_path)
+    t1, t2 = QgsRasterLayer(str(t1_path), "t1"), QgsRasterLayer(str(t2_path), "t2")
+    QgsProject.instance().addMapLayers([t1, t2])
+    dock.t1_combo.setLayer(t1)
+    dock.t2_combo.setLayer(t2)
+    dock.method_combo.setCurrentText("cva")
+    dock.output_widget.setFilePath(str(tmp_path / "change.tif"))
+
+    dock.detect_button.click()
+    assert plugin.runner.busy() and not dock.detect_button.isEnabled()  # one run at a time
+    wait_until_idle(plugin)
+    assert dock.detect_button.isEnabled() and dock.progress.value() == 100 and dock.status.text() == "done"
+
+    assert qgis_iface.messageBar().get_messages(Qgis.Warning) == []
+    (success,) = qgis_iface.messageBar().get_messages(Qgis.Success)
+    assert success.startswith("SwiMDiff:Changes detected: ")
+    layers = plugin.runner.last_layers
+    group = QgsProject.instance().layerTreeRoot().children()[0]
+    assert group is layers.group and group.name().startswith("SwiMDiff change ")
+    assert [node.layer() for node in group.findLayers()] == [layers.mask, layers.probability]
+    for layer in (layers.mask, layers.probability):
+        assert layer.crs() == t1.crs() and layer.extent() == t1.extent()
+        assert (layer.width(), layer.height()) == (64, 64)
+        assert "method: cva" in layer.metadata().abstract() and f"t1: {t1_path}" in layer.metadata().abstract()
+    assert layers.mask.source() == str(tmp_path / "change.tif")
+    assert layers.probability.source() == str(tmp_path / "change_probability.tif")
+    # mask: paletted, only "change" coloured; no change is transparent
+    assert layers.mask.renderer().type() == "paletted"
+    assert [(c.value, c.label) for c in layers.mask.renderer().classes()] == [(1, "change")]
+    assert pixel_alpha(layers.mask, 20, 30) == 255 and pixel_alpha(layers.mask, 50, 5) == 0
+    # probability (CVA magnitude): pseudo-colour from the threshold up, transparent below it
+    renderer = layers.probability.renderer()
+    threshold = renderer.classificationMin()
+    assert renderer.type() == "singlebandpseudocolor" and threshold == pytest.approx(
+        float(layers.mask.metadata().abstract().split("threshold: ")[1].split()[0]))
+    ramp = renderer.shader().rasterShaderFunction()
+    assert ramp.shade(threshold * 0.99)[0] is False and ramp.shade(threshold * 1.01)[0] is True
+    assert pixel_alpha(layers.probability, 20, 30) == 255 and pixel_alpha(layers.probability, 50, 5) == 0
+
+
+def test_a_worker_error_reaches_the_message_bar_in_plain_words(plugin, dock, qgis_iface, tmp_path: Path) -> None:
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    t1_path, t2_path = make_pair(tmp_path, t2_bands=("B05", "B06", "B07", "B11"))
+    t1, t2 = QgsRasterLayer(str(t1_path), "t1"), QgsRasterLayer(str(t2_path), "t2")
+    QgsProject.instance().addMapLayers([t1, t2])
+
+    plugin.runner.detect(t1, t2, str(tmp_path / "change.tif"), method="cva")
+    wait_until_idle(plugin)
+
+    assert qgis_iface.messageBar().get_messages(Qgis.Warning) == [
+        f"SwiMDiff:the dates share no band name ('{t1_path}' has ['B02', 'B03', 'B04', 'B08']); give rasters "
+        "with the same bands, or name unnamed bands with --assume-band-names"]
+    assert not (tmp_path / "change.tif").exists()
+    assert QgsProject.instance().layerTreeRoot().findGroups() == []
+
+
+def test_cancelling_a_run_ends_the_worker_and_says_so(
+    plugin, dock, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake worker that reports progress, then waits; SIGTERM makes it report "Cancelled" and exit."""
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    pid_file = tmp_path / "pid"
+    python = tmp_path / "python"
+    python.write_text("\n".join([
+        "#!/bin/sh", f"echo $$ > {pid_file}",
+        """on_term() { echo '{"event": "error", "kind": "Cancelled", "message": "stopped"}'; exit 2; }""",
+        "trap on_term TERM",
+        """echo '{"event": "progress", "fraction": 0.1, "message": "tile 1 of 10"}'""",
+        "while :; do sleep 0.05; done", ""]))
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("SWIMDIFF_PYTHON", str(python))
+    t1_path, t2_path = make_pair(tmp_path)
+    t1, t2 = QgsRasterLayer(str(t1_path), "t1"), QgsRasterLayer(str(t2_path), "t2")
+    QgsProject.instance().addMapLayers([t1, t2])
+
+    task = plugin.runner.detect(t1, t2, str(tmp_path / "change.tif"), method="cva")
+    deadline = time.monotonic() + 30
+    while dock.status.text() != "tile 1 of 10" and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    assert task.description() == "SwiMDiff: detect changes: tile 1 of 10"
+    assert dock.cancel_button.isEnabled()
+    dock.cancel_button.click()
+    wait_until_idle(plugin, timeout=30)
+
+    assert qgis_iface.messageBar().get_messages(Qgis.Info) == [
+        "SwiMDiff:swimdiff detect was cancelled; nothing was written"]
+    assert dock.status.text() == "stopped" and not dock.cancel_button.isEnabled()
+    with pytest.raises(ProcessLookupError):
+        import os
+
+        os.kill(int(pid_file.read_text()), 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pid", "python", "t1.tif", "t2.tif"]
+
+
+def test_make_zip_packs_the_plugin_without_tests_or_dev_files(tmp_path: Path) -> None:
+    import subprocess
+    import zipfile
+
+    if subprocess.run(["which", "zip"], capture_output=True).returncode != 0:
+        pytest.skip("the zip command is not installed")
+    archive = tmp_path / "swimdiff.zip"
+    subprocess.run(["make", "-s", "zip", f"ZIP={archive}"], cwd=ROOT, check=True, capture_output=True)
+
+    names = zipfile.ZipFile(archive).namelist()
+    assert all(name.startswith("swimdiff/") for name in names)
+    for needed in ("metadata.txt", "__init__.py", "requirements.txt", "Makefile", "resources/icon.png",
+                   "swimdiff_qgis/plugin.py", "swimdiff_qgis/processing/provider.py", "core/cli.py"):
+        assert f"swimdiff/{needed}" in names
+    for banned in ("tests/", "bench/", "docs/", "scripts/", ".ci/", ".venv/", "__pycache__/", "runs/", ".git/"):
+        assert not [name for name in names if f"/{banned}" in name], banned
+    zipfile.ZipFile(archive).extractall(tmp_path)
+    metadata = (tmp_path / "swimdiff" / "metadata.txt").read_text()
+    assert "name=SwiMDiff" in metadata and "hasProcessingProvider=yes" in metadata

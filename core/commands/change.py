@@ -26,14 +26,18 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
         description="Train change detection on an OSCD-layout root (images/<city>/imgs_1|imgs_2, labels/<city>/cm).\n"
                     "With --encoder the Siamese U-Net starts from a 'swimdiff pretrain' model (its bands and\n"
                     "normalisation are used); without it from random weights (the baseline). The step and\n"
-                    "probability threshold with the best pooled F1 on --val-cities are kept.",
+                    "probability threshold with the best pooled F1 on the validation pixels are kept: the bottom\n"
+                    "--val-fraction of every training city's rows (never in a training patch) and any --val-cities.",
     )
     p.add_argument("--data", required=True, help="OSCD root")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--encoder", default=None, help="a 'swimdiff pretrain' model folder (default: random init)")
     p.add_argument("--cities", default="aguasclaras,bercy,bordeaux,paris,saclay_e,pisa,beihai,beirut",
-                   help="comma-separated training cities")
-    p.add_argument("--val-cities", default="mumbai,nantes", help="comma-separated validation cities ('' for none)")
+                   help="comma-separated training cities (default: all labelled ones but mumbai and nantes, "
+                        "held out for testing)")
+    p.add_argument("--val-cities", default="", help="comma-separated validation cities")
+    p.add_argument("--val-fraction", type=float, default=0.25,
+                   help="also validate on the bottom rows of every training city (a spatial hold-out; 0: off)")
     p.add_argument("--bands", default="", help="bands to use without --encoder (default: all both dates share); "
                                               "with --encoder its bands are used")
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
@@ -60,6 +64,7 @@ def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
                                  encoder_dir=args.encoder, bands=list(parse_band_list(args.bands)) or None,
                                  freeze_encoder=args.freeze_encoder,
                                  patch_size=args.patch_size, eval_every=args.eval_every, ema=args.ema,
+                                 val_fraction=args.val_fraction,
                                  progress=reporter.progress, should_stop=stop, on_metrics=reporter.metric)
     logger.info("best validation F1 %.3f at step %d (threshold %.2f); model in %s",
                 result.val_scores.get("f1", float("nan")), result.best_step, result.threshold, result.out_dir)

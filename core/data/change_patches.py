@@ -54,6 +54,18 @@ def load_city(city: OscdCity, bands: Sequence[str], stats: BandStats) -> CitySta
     return CityStack(city.name, stats.apply(x1, valid), stats.apply(x2, valid), label)
 
 
+def split_rows(city: CityStack, val_fraction: float) -> tuple[CityStack, CityStack]:
+    """The top rows of a city for training, the bottom ``val_fraction`` of its rows for validation.
+
+    A spatial hold-out: validation pixels never appear in a training patch, so the step and
+    threshold are chosen on unseen ground from the same cities as the training data.
+    """
+    cut = int(round(city.shape[0] * (1.0 - val_fraction)))
+    top, bottom = (slice(None), slice(0, cut)), (slice(None), slice(cut, None))
+    return (CityStack(city.name, city.x1[top], city.x2[top], city.label[:cut]),
+            CityStack(f"{city.name} (bottom {val_fraction:.0%})", city.x1[bottom], city.x2[bottom], city.label[cut:]))
+
+
 def _augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
     k, flip = int(rng.integers(0, 4)), rng.random() < 0.5
     out = []

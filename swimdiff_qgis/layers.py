@@ -1,0 +1,149 @@
+"""Result layers of a detection run: styled, grouped per run, with the run's parameters in their metadata.
+
+The change probability (or CVA magnitude) is a pseudo-colour ramp from the threshold up, transparent below
+it; the change mask is paletted with only "change" coloured (no-change and nodata are transparent). Both
+layers are backed by the worker's GeoTIFF files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsColorRampShader,
+    QgsLayerTreeGroup,
+    QgsPalettedRasterRenderer,
+    QgsProject,
+    QgsRasterBandStats,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+)
+from qgis.PyQt.QtGui import QColor
+
+logger = logging.getLogger(__name__)
+
+CHANGE_VALUE = 1
+CHANGE_COLOR = QColor(215, 25, 28)
+#: Pseudo-colour ramp of the probability, from the threshold (light) to the maximum (dark red).
+RAMP = (QColor(255, 255, 178), QColor(254, 178, 76), QColor(240, 59, 32), QColor(189, 0, 38))
+#: Custom property holding the run's parameters as JSON.
+PARAMETERS_PROPERTY = "swimdiff/parameters"
+
+
+@dataclass(frozen=True)
+class DetectionLayers:
+    """The layers one detection run added.
+
+    Attributes:
+        group: The layer tree group of the run.
+        mask: The change mask layer.
+        probability: The probability (or magnitude) layer, None when the run wrote none.
+    """
+
+    group: QgsLayerTreeGroup
+    mask: QgsRasterLayer
+    probability: QgsRasterLayer | None
+
+
+def style_mask(layer: QgsRasterLayer) -> None:
+    """Paletted style: "change" in red; no change (0) and nodata (255) are not in the palette, so transparent.
+
+    Args:
+        layer: A change mask layer (band 1: 0 no change, 1 change, 255 nodata).
+    """
+    classes = [QgsPalettedRasterRenderer.Class(CHANGE_VALUE, CHANGE_COLOR, "change")]
+    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+    layer.triggerRepaint()
+
+
+def style_probability(layer: QgsRasterLayer, threshold: float, maximum: float | None = None) -> None:
+    """Pseudo-colour ramp from ``threshold`` to ``maximum``, clipped: values below the threshold are transparent.
+
+    Args:
+        layer: A probability (0..1) or magnitude layer.
+        threshold: The change threshold of the run; the ramp starts there.
+        maximum: The top of the ramp; None for the band's maximum.
+    """
+    if maximum is None:
+        stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Max)
+        maximum = float(stats.maximumValue)
+    maximum = max(maximum, threshold + 1e-6)
+    step = (maximum - threshold) / (len(RAMP) - 1)
+    items = [QgsColorRampShader.ColorRampItem(threshold + i * step, color, f"{threshold + i * step:.3g}")
+             for i, color in enumerate(RAMP)]
+    ramp = QgsColorRampShader(threshold, maximum)
+    ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    ramp.setColorRampItemList(items)
+    ramp.setClip(True)  # outside [threshold, maximum]: no colour, i.e. transparent
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(threshold)
+    renderer.setClassificationMax(maximum)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+
+
+def describe_run(layer: QgsRasterLayer, title: str, parameters: Mapping[str, Any]) -> None:
+    """Put the run's parameters into the layer's metadata (abstract, keywords, history) and a custom property.
+
+    Args:
+        layer: The layer to describe.
+        title: The metadata title.
+        parameters: The run's parameters and results (JSON-serialisable values).
+    """
+    metadata = layer.metadata()
+    metadata.setTitle(title)
+    metadata.setAbstract("\n".join(f"{name}: {value}" for name, value in parameters.items()))
+    metadata.addKeywords("SwiMDiff", ["change detection", str(parameters.get("method", ""))])
+    metadata.addHistoryItem("swimdiff " + json.dumps(dict(parameters), default=str))
+    layer.setMetadata(metadata)
+    layer.setCustomProperty(PARAMETERS_PROPERTY, json.dumps(dict(parameters), default=str))
+
+
+def add_detection_layers(outputs: Mapping[str, Any], parameters: Mapping[str, Any], run_name: str,
+                         project: QgsProject | None = None) -> DetectionLayers:
+    """Add the mask (and probability) of a ``swimdiff detect`` run as styled layers in a new group.
+
+    Args:
+        outputs: The worker's result outputs (``change``, ``probability``, ``threshold``, ``method``...).
+        parameters: The run's parameters, stored in the layers' metadata.
+        run_name: The group's name, e.g. ``"SwiMDiff change 14:02:11"``.
+        project: The project to add to; the current one when None.
+
+    Returns:
+        The group and the layers.
+
+    Raises:
+        ValueError: An output file cannot be opened as a raster layer (the message names it).
+    """
+    project = project or QgsProject.instance()
+    described = {**parameters, **{k: v for k, v in outputs.items() if k not in ("change", "probability")}}
+    threshold = float(outputs.get("threshold", 0.5))
+    mask = QgsRasterLayer(str(outputs["change"]), f"change mask ({Path(outputs['change']).name})", "gdal")
+    if not mask.isValid():
+        raise ValueError(f"the change mask '{outputs['change']}' cannot be opened as a raster layer")
+    style_mask(mask)
+    describe_run(mask, f"{run_name}: change mask", described)
+    probability = None
+    if outputs.get("probability"):
+        label = "change probability" if outputs.get("method", "model") == "model" else "change score"
+        probability = QgsRasterLayer(str(outputs["probability"]), label, "gdal")
+        if not probability.isValid():
+            raise ValueError(f"the probability '{outputs['probability']}' cannot be opened as a raster layer")
+        style_probability(probability, threshold, 1.0 if outputs.get("method", "model") == "model" else None)
+        describe_run(probability, f"{run_name}: {label}", described)
+
+    group = project.layerTreeRoot().insertGroup(0, run_name)
+    for layer in (mask, probability):
+        if layer is not None:
+            project.addMapLayer(layer, False)
+            group.addLayer(layer)
+    logger.info("added the layers of %s: %s", run_name, outputs["change"])
+    return DetectionLayers(group, mask, probability)

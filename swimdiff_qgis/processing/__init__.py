@@ -1,0 +1,1 @@
+"""The "SwiMDiff" Processing provider: thin algorithm adapters over the ``swimdiff`` worker."""

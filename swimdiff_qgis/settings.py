@@ -1,0 +1,46 @@
+"""The plugin's settings (QgsSettings, shared by the GUI, Processing and ``qgis_process``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsSettings
+
+from .environment import PLUGIN_DIR
+from .worker import worker_python
+
+#: The interpreter that runs the worker; empty for the ``.venv`` that ``make setup`` creates.
+WORKER_PYTHON_KEY = "SwiMDiff/workerPython"
+
+
+def configured_python() -> str:
+    """The worker interpreter set in the plugin settings, or an empty string for the default.
+
+    Returns:
+        The path as the user entered it, stripped.
+    """
+    return str(QgsSettings().value(WORKER_PYTHON_KEY, "", type=str) or "").strip()
+
+
+def set_configured_python(python: str | Path | None) -> None:
+    """Store the worker interpreter in the plugin settings; None or empty restores the default.
+
+    Args:
+        python: The interpreter to use from now on.
+    """
+    QgsSettings().setValue(WORKER_PYTHON_KEY, str(python or ""))
+
+
+def resolve_worker_python(plugin_dir: Path = PLUGIN_DIR) -> Path:
+    """The interpreter a run uses: ``$SWIMDIFF_PYTHON``, else the setting, else the plugin's ``.venv``.
+
+    Args:
+        plugin_dir: The plugin folder.
+
+    Returns:
+        The interpreter path.
+
+    Raises:
+        WorkerError: ``WorkerMissing`` when none is set and the plugin has no ``.venv``.
+    """
+    return worker_python(configured_python(), plugin_dir)

@@ -1,0 +1,102 @@
+"""A QgsTask that runs one ``swimdiff`` command in the worker, so the QGIS window never freezes.
+
+``run()`` (a background thread) only drives the worker with values copied on the main thread; progress
+reaches the task manager through ``setProgress`` and the description, metrics reach the dock through a
+queued signal, and the results or the error are announced by signals from ``finished()`` (main thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+from .worker import WorkerError, WorkerRun, run_worker
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerTask(QgsTask):
+    """Runs ``swimdiff <command> <args>``; cancelling it really ends the worker process.
+
+    Signals:
+        message: ``(text)``, what the worker is doing (main thread).
+        metric: ``(step, {name: value})`` for each metric event, e.g. the training loss (main thread).
+        succeeded: ``(outputs)`` when the worker returned a result.
+        failed: ``(WorkerError)`` when it failed, crashed or was cancelled.
+
+    Attributes:
+        command: The ``swimdiff`` command.
+        args: Its options.
+        python: The worker interpreter.
+        parameters: What the user chose, kept for the result layers' metadata.
+        error: The error, once the task failed.
+        result: The worker's run, once the task succeeded.
+    """
+
+    message = pyqtSignal(str)
+    metric = pyqtSignal(int, "PyQt_PyObject")
+    succeeded = pyqtSignal("PyQt_PyObject")
+    failed = pyqtSignal("PyQt_PyObject")
+
+    def __init__(self, description: str, command: str, args: Sequence[str], python: Path,
+                 parameters: dict[str, Any] | None = None, output_files: Sequence[str] = ()) -> None:
+        """Prepare the task; nothing runs before the task manager starts it.
+
+        Args:
+            description: The task manager's label.
+            command: The ``swimdiff`` command.
+            args: Its options (strings).
+            python: The worker interpreter.
+            parameters: The run's parameters, for metadata.
+            output_files: Files the run writes (partial ones are removed after a forced stop).
+        """
+        super().__init__(description, QgsTask.CanCancel)
+        self.base_description = description
+        self.command = command
+        self.args = list(args)
+        self.python = python
+        self.parameters = dict(parameters or {})
+        self.output_files = list(output_files)
+        self.error: WorkerError | None = None
+        self.result: WorkerRun | None = None
+        self.message.connect(self._describe)  # queued to the main thread, where the task lives
+
+    def _describe(self, text: str) -> None:
+        self.setDescription(f"{self.base_description}: {text}" if text else self.base_description)
+
+    def run(self) -> bool:
+        """Run the worker (background thread); True when it returned a result."""
+        last = [""]
+
+        def progress(fraction: float, text: str) -> None:
+            self.setProgress(100.0 * fraction)
+            if text != last[0]:
+                last[0] = text
+                self.message.emit(text)
+
+        try:
+            self.result = run_worker(self.command, self.args, python=self.python, on_progress=progress,
+                                     on_metric=lambda step, values: self.metric.emit(step, values),
+                                     should_stop=self.isCanceled, output_files=self.output_files)
+            return True
+        except WorkerError as error:
+            self.error = error
+        except Exception as error:  # a bug in the plugin: keep its traceback for the log
+            self.error = WorkerError("InternalError", f"{type(error).__name__}: {error}",
+                                     details="".join(traceback.format_exception(error)))
+        return False
+
+    def finished(self, ok: bool) -> None:  # noqa: FBT001 (signature fixed by QGIS)
+        """Announce the outcome (main thread)."""
+        if ok and self.result is not None:
+            self.succeeded.emit(self.result.outputs)
+            return
+        if self.error is None:  # cancelled before run() started
+            self.error = WorkerError("Cancelled", f"swimdiff {self.command} was cancelled; nothing was written", 130)
+        self.failed.emit(self.error)
