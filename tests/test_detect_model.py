@@ -144,3 +144,30 @@ def test_feature_distance_streamed_equals_whole_image(change_model, tmp_path) ->
     planted = mask[120:150, 40:90] == 1
     assert planted.mean() > 3 * (mask[:100, 100:] == 1).mean()  # the planted block stands out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["change.tif", "score.tif", "t1.tif", "t2.tif"]
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("empty", "not a SwiMDiff model folder"),
+    ("truncated", "truncated or corrupted"),
+    ("pretrain_kind", "expected 'swimdiff-change'"),
+])
+def test_a_model_folder_that_is_not_a_change_model_is_refused(case, expect, change_model, tmp_path, capsys) -> None:
+    import shutil
+
+    a, b = _pair(tmp_path, height=64, width=64)
+    model = tmp_path / "model"
+    shutil.copytree(change_model, model)
+    if case == "empty":
+        for f in model.iterdir():
+            f.unlink()
+    elif case == "truncated":
+        data = (model / "model.safetensors").read_bytes()
+        (model / "model.safetensors").write_bytes(data[: len(data) // 2])
+    else:
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "kind": "swimdiff-pretrain"}))
+    out = tmp_path / "c.tif"
+    code = main(["detect", "--t1", str(a), "--t2", str(b), "--model", str(model), "--out", str(out),
+                 "--events", "jsonl"])
+    message = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert code == 2 and expect in message and "model" in message and not out.exists()
