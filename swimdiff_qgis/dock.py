@@ -30,6 +30,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .environment import PLUGIN_DIR
+from .model_info import read_encoder_info
 from .runs import METHODS, Runner
 from .settings import resolve_worker_python
 from .tasks import WorkerTask
@@ -194,14 +195,21 @@ class SwimDiffDock(QgsDockWidget):
         tab.setLayout(form)
         self.finetune_data = _folder_widget("labelled data (OSCD layout)")
         self.finetune_encoder = _folder_widget("optional: a pre-trained encoder folder")
+        self.finetune_encoder.fileChanged.connect(self._encoder_changed)
+        self.encoder_label = QLabel("")  # read-only: what the encoder's config.json fixes for fine-tuning
+        self.encoder_label.setObjectName("SwiMDiffEncoderInfo")
+        self.encoder_label.setWordWrap(True)
+        self.encoder_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.finetune_steps = _spin(1, 10_000_000, 600)
         self.finetune_out = _folder_widget("output model folder")
         button = QPushButton("Fine-tune")
         button.clicked.connect(self.run_finetune)
         self.run_buttons.append(button)
         for label, widget in (("Data", self.finetune_data), ("Encoder", self.finetune_encoder),
-                              ("Steps", self.finetune_steps), ("Output", self.finetune_out), ("", button)):
+                              ("", self.encoder_label), ("Steps", self.finetune_steps), ("Output", self.finetune_out),
+                              ("", button)):
             form.addRow(label, widget)
+        self._encoder_changed("")
         return tab
 
     # --- actions ------------------------------------------------------------------------------------
@@ -234,10 +242,16 @@ class SwimDiffDock(QgsDockWidget):
                                                  self.pretrain_steps.value(), self.pretrain_batch.value()))
 
     def run_finetune(self) -> None:
-        """Start a fine-tuning with the tab's values."""
-        self._start(lambda: self.runner.finetune(self.finetune_data.filePath().strip(),
-                                                 self.finetune_out.filePath().strip(),
-                                                 self.finetune_encoder.filePath().strip(), self.finetune_steps.value()))
+        """Start a fine-tuning with the tab's values (an invalid encoder folder is refused before the worker)."""
+        encoder = self.finetune_encoder.filePath().strip()
+
+        def start() -> None:
+            if encoder:
+                read_encoder_info(encoder)  # ValueError: shown in the status and the message bar
+            self.runner.finetune(self.finetune_data.filePath().strip(), self.finetune_out.filePath().strip(),
+                                 encoder, self.finetune_steps.value())
+
+        self._start(start)
 
     def check_device(self) -> None:
         """Ask the worker, in a background task, which device it will use, and show it."""
@@ -280,6 +294,22 @@ class SwimDiffDock(QgsDockWidget):
         self.model_label.setText(text)
         # "auto" (0) lets the worker use the model's validated threshold, or Otsu's without a model
         self.threshold_spin.setSpecialValueText("auto" if threshold is None else f"auto ({threshold:.2f})")
+
+    def _encoder_changed(self, folder: str) -> None:
+        """Show what the chosen encoder's config.json fixes (bands, patch size), or why the folder is unusable."""
+        folder = folder.strip()
+        if not folder:
+            self.encoder_label.setStyleSheet("color: gray")
+            self.encoder_label.setText("Random initialisation: the bands both dates share.")
+            return
+        try:
+            info = read_encoder_info(folder)
+        except ValueError as error:
+            self.encoder_label.setStyleSheet("color: #b00020")
+            self.encoder_label.setText(str(error))
+            return
+        self.encoder_label.setStyleSheet("")
+        self.encoder_label.setText(info.describe())
 
     def _watch(self, task: WorkerTask) -> None:
         self.progress.setValue(0)

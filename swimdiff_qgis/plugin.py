@@ -1,4 +1,4 @@
-"""The plugin object that QGIS loads: the Processing provider, and a toolbar that checks the worker environment.
+"""The plugin object that QGIS loads: the Processing provider, and a toolbar that checks and sets up the worker.
 
 Nothing here imports torch, rasterio, timm or diffusers: the heavy work runs in a worker process (see
 ``environment.py``), and this module only starts it.
@@ -7,18 +7,23 @@ Nothing here imports torch, rasterio, timm or diffusers: the heavy work runs in 
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qgis.core import Qgis, QgsApplication, QgsProcessingProvider, QgsTask
-from qgis.gui import QgisInterface
+from qgis.gui import QgisInterface, QgsMessageBar, QgsMessageBarItem
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QToolBar
+from qgis.PyQt.QtWidgets import QAction, QInputDialog, QLineEdit, QPushButton, QToolBar
 
-from .environment import PLUGIN_DIR, worker_status
+from .environment import PLUGIN_DIR, find_worker_python, worker_status
 from .qgis_log import LOG_TAG, MessageLogHandler, log
+from .settings import configured_python, set_setup_python, setup_python
+from .setup_env import find_base_python
+from .tasks import SetupTask
+from .worker import PYTHON_VARIABLE
 
 if TYPE_CHECKING:
     from .dock import SwimDiffDock
@@ -27,6 +32,10 @@ if TYPE_CHECKING:
 MENU = "&SwiMDiff"
 TOOLBAR_NAME = "SwiMDiffToolbar"
 ICON_PATH = PLUGIN_DIR / "resources" / "icon.png"
+SETUP_ICON = "/mActionOptions.svg"  # a QGIS theme icon
+SETUP_BUTTON = "Set up environment"
+#: How many of pip's last lines a failed setup shows behind the message bar's "Show more".
+FAILURE_LINES = 12
 
 package_logger = logging.getLogger(__package__)
 
@@ -56,6 +65,7 @@ class SwimDiffPlugin:
         self.actions: list[QAction] = []
         self._log_handler: MessageLogHandler | None = None
         self._check_task: QgsTask | None = None  # kept referenced until it finishes
+        self._setup_task: SetupTask | None = None  # likewise
         self.provider: QgsProcessingProvider | None = None
         self.runner: Runner | None = None
         self.dock: SwimDiffDock | None = None
@@ -100,6 +110,21 @@ class SwimDiffPlugin:
         self.iface.addPluginToRasterMenu(MENU, action)
         self.actions.append(action)
 
+        setup = QAction(QgsApplication.getThemeIcon(SETUP_ICON), "Set up SwiMDiff environment…",
+                        self.iface.mainWindow())
+        setup.setObjectName("SwiMDiffSetupAction")
+        setup.setToolTip("Create the worker's Python environment (.venv in the plugin folder) and install its "
+                         "requirements with pip")
+        setup.triggered.connect(self.ask_setup_environment)
+        self.toolbar.addAction(setup)
+        self.iface.addPluginToRasterMenu(MENU, setup)
+        self.actions.append(setup)
+
+        if not os.environ.get(PYTHON_VARIABLE) and not configured_python() and find_worker_python(
+                self.plugin_dir) is None:  # a fresh install (e.g. from a ZIP): offer the setup at once
+            expected = self.plugin_dir / ".venv"
+            self.offer_setup(f"SwiMDiff needs its worker environment ({expected} is missing).")
+
     def unload(self) -> None:
         """Remove the Processing provider, the actions, the menu entries, the toolbar and the log handler."""
         if self.provider is not None:
@@ -108,6 +133,10 @@ class SwimDiffPlugin:
         if self._check_task is not None:
             self._check_task.cancel()
             self._check_task = None
+        if self._setup_task is not None:
+            task, self._setup_task = self._setup_task, None  # its end reports to nobody
+            task.line.disconnect()
+            task.cancel()  # kills the running pip
         if self.runner is not None:
             self.runner.shutdown()  # the worker process ends; its task reports to nobody
             self.runner = None
@@ -186,10 +215,111 @@ class SwimDiffPlugin:
             return
         ok, message = result
         log(message, Qgis.Info if ok else Qgis.Warning)
-        level, duration = (Qgis.Success, 10) if ok else (Qgis.Warning, 0)
         summary, _, details = message.partition("\n")
+        if ok:
+            self.iface.messageBar().pushMessage(LOG_TAG, summary, Qgis.Success, 10)
+        else:  # the worker's last error lines, if any, are in the log and the message's tooltip
+            self.offer_setup(summary, details)
+
+    # --- setting up the worker environment ----------------------------------------------------------------
+    def offer_setup(self, text: str, details: str = "") -> QgsMessageBarItem:
+        """Show a warning in the message bar with a "Set up environment" button.
+
+        Args:
+            text: What is wrong, in one line.
+            details: More lines (the worker's error), shown as the message's tooltip.
+
+        Returns:
+            The message bar item.
+        """
         bar = self.iface.messageBar()
-        if details:  # e.g. the worker's last error lines, behind the bar's "Show more" button
-            bar.pushMessage(LOG_TAG, summary, message, level, duration)
-        else:
-            bar.pushMessage(LOG_TAG, summary, level, duration)
+        item = QgsMessageBar.createMessage(LOG_TAG, text)
+        if details:
+            item.setToolTip(details)
+        button = QPushButton(SETUP_BUTTON, item)
+        button.setObjectName("SwiMDiffSetupButton")
+        button.setToolTip(f"Create {self.plugin_dir / '.venv'} and install the worker's requirements with pip")
+
+        def clicked() -> None:
+            bar.popWidget(item)
+            self.ask_setup_environment()
+
+        button.clicked.connect(clicked)
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.Warning, 0)
+        return item
+
+    def ask_setup_environment(self) -> None:
+        """Ask which Python creates the environment (a found one is proposed), then set it up in a task."""
+        if self._setup_task is not None:
+            self.iface.messageBar().pushMessage(LOG_TAG, "The worker environment is being set up; see the "
+                                                "task manager and the SwiMDiff log.", Qgis.Info, 5)
+            return
+        proposed, reason = (Path(setup_python()), "") if setup_python() else find_base_python()
+        venv = self.plugin_dir / ".venv"
+        label = (f"SwiMDiff will create {venv} with this Python (3.11 or newer) and install PyTorch and the "
+                 "other worker requirements with pip: several GB and minutes, and a network connection.\n"
+                 + (f"Note: {reason}.\n" if reason else "") + "Python interpreter:")
+        text, ok = QInputDialog.getText(self.iface.mainWindow(), "Set up the SwiMDiff environment", label,
+                                        QLineEdit.Normal, str(proposed or ""))
+        if not ok:
+            return
+        if not text.strip():
+            self.iface.messageBar().pushMessage(LOG_TAG, "No Python interpreter given; enter the path of a "
+                                                "Python 3.11 or newer, e.g. /usr/bin/python3", Qgis.Warning, 10)
+            return
+        self.setup_environment(Path(text.strip()))
+
+    def setup_environment(self, base_python: Path) -> SetupTask | None:
+        """Create ``<plugin>/.venv`` with ``base_python`` and fill it with pip, in a cancellable QgsTask.
+
+        pip's output goes line by line to the SwiMDiff log panel and the task's description; the end is
+        announced in the message bar.
+
+        Args:
+            base_python: The interpreter that creates the venv.
+
+        Returns:
+            The started task, or None while another setup runs.
+        """
+        if self._setup_task is not None:
+            return None
+        task = SetupTask(base_python, self.plugin_dir)
+        task.line.connect(log)
+        task.taskCompleted.connect(lambda: self._setup_ended(task))
+        task.taskTerminated.connect(lambda: self._setup_ended(task))
+        self._setup_task = task
+        set_setup_python(base_python)
+        log(f"setting up the worker environment {self.plugin_dir / '.venv'} with {base_python}")
+        self.iface.messageBar().pushMessage(
+            LOG_TAG, f"Setting up the worker environment with {base_python}: pip's progress is in the SwiMDiff "
+            "log panel; cancel it in the task manager.", Qgis.Info, 10)
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _setup_ended(self, task: SetupTask) -> None:
+        """Announce how the setup ended (main thread)."""
+        if task is not self._setup_task:  # unloaded meanwhile
+            return
+        self._setup_task = None
+        bar = self.iface.messageBar()
+        if task.result is not None:
+            message = (f"SwiMDiff worker environment ready: {task.result.python} runs {task.result.version} "
+                       f"(created with {task.base_python})")
+            log(message, Qgis.Success)
+            bar.pushMessage(LOG_TAG, message, Qgis.Success, 0)
+            if self.dock is not None:
+                self.dock.check_device()
+            return
+        error = task.error
+        if error is None or error.cancelled:
+            message = (f"Setting up the worker environment was cancelled; {self.plugin_dir / '.venv'} may be "
+                       "incomplete: run Set up SwiMDiff environment again")
+            log(message, Qgis.Info)
+            bar.pushMessage(LOG_TAG, message, Qgis.Info, 10)
+            return
+        last_lines = "\n".join(error.tail[-FAILURE_LINES:])
+        log(f"{error.message}\n{last_lines}".rstrip(), Qgis.Critical)
+        last = f": {error.tail[-1]}" if error.tail else ""
+        bar.pushMessage(LOG_TAG, f"Setting up the worker environment failed: {error.message}{last}",
+                        last_lines or error.message, Qgis.Critical, 0)

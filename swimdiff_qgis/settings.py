@@ -44,3 +44,25 @@ def resolve_worker_python(plugin_dir: Path = PLUGIN_DIR) -> Path:
         WorkerError: ``WorkerMissing`` when none is set and the plugin has no ``.venv``.
     """
     return worker_python(configured_python(), plugin_dir)
+
+
+#: The interpreter last chosen to create the worker environment ("Set up environment").
+SETUP_PYTHON_KEY = "SwiMDiff/setupPython"
+
+
+def setup_python() -> str:
+    """The interpreter last used to create the worker environment, or an empty string.
+
+    Returns:
+        The path as the user entered it, stripped.
+    """
+    return str(QgsSettings().value(SETUP_PYTHON_KEY, "", type=str) or "").strip()
+
+
+def set_setup_python(python: str | Path) -> None:
+    """Remember the interpreter that created the worker environment, as the next default.
+
+    Args:
+        python: The interpreter.
+    """
+    QgsSettings().setValue(SETUP_PYTHON_KEY, str(python))

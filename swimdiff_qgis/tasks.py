@@ -16,6 +16,7 @@ from typing import Any
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from .setup_env import SetupError, SetupResult, create_environment
 from .worker import WorkerError, WorkerRun, run_worker
 
 logger = logging.getLogger(__name__)
@@ -100,3 +101,55 @@ class WorkerTask(QgsTask):
         if self.error is None:  # cancelled before run() started
             self.error = WorkerError("Cancelled", f"swimdiff {self.command} was cancelled; nothing was written", 130)
         self.failed.emit(self.error)
+
+
+class SetupTask(QgsTask):
+    """Creates the worker environment (see :mod:`.setup_env`); cancelling it kills the running pip.
+
+    Signals:
+        line: ``(text)``, each output line of venv and pip, as it is printed (main thread).
+
+    Attributes:
+        base_python: The interpreter that creates the venv.
+        plugin_dir: The plugin folder; the venv is ``<plugin_dir>/.venv``.
+        error: The error, once the task failed or was cancelled.
+        result: The new interpreter and the worker's version, once the task succeeded.
+    """
+
+    line = pyqtSignal(str)
+
+    def __init__(self, base_python: Path, plugin_dir: Path) -> None:
+        """Prepare the task; nothing runs before the task manager starts it.
+
+        Args:
+            base_python: The interpreter that creates the venv.
+            plugin_dir: The plugin folder.
+        """
+        super().__init__(f"SwiMDiff: setting up the worker environment with {base_python}", QgsTask.CanCancel)
+        self.base_description = "SwiMDiff environment"
+        self.base_python = Path(base_python)
+        self.plugin_dir = Path(plugin_dir)
+        self.error: SetupError | None = None
+        self.result: SetupResult | None = None
+        self.line.connect(self._describe)  # queued to the main thread, where the task lives
+
+    def _describe(self, text: str) -> None:
+        self.setDescription(f"{self.base_description}: {text}")
+
+    def run(self) -> bool:
+        """Run the steps (background thread); True when the new worker answered."""
+
+        def step(index: int, count: int, command: str) -> None:
+            self.setProgress(100.0 * index / count)
+            self.line.emit(f"$ {command}")
+
+        try:
+            self.result = create_environment(self.base_python, self.plugin_dir, on_line=self.line.emit,
+                                             on_step=step, should_stop=self.isCanceled)
+            return True
+        except SetupError as error:
+            self.error = error
+        except Exception as error:  # a bug in the plugin: keep its traceback for the log
+            self.error = SetupError(f"{type(error).__name__}: {error}",
+                                    "".join(traceback.format_exception(error)).splitlines())
+        return False

@@ -15,7 +15,7 @@ import pytest
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication, QEvent
-from qgis.PyQt.QtWidgets import QAction, QToolBar
+from qgis.PyQt.QtWidgets import QAction, QInputDialog, QPushButton, QToolBar
 
 pytestmark = pytest.mark.qgis
 
@@ -49,6 +49,7 @@ def plugin(qgis_iface) -> Iterator:
     for name in ("addPluginToRasterMenu", "removePluginRasterMenu"):
         getattr(qgis_iface, name).reset_mock()  # pytest-qgis's iface mocks these, once per session
     qgis_iface.messageBar().clear_messages()
+    qgis_iface.messageBar().clearWidgets()
     plugin = load_plugin_package().classFactory(qgis_iface)
     yield plugin
     plugin.unload()
@@ -64,13 +65,25 @@ def swimdiff_toolbars(qgis_iface) -> list[QToolBar]:
     return qgis_iface.mainWindow().findChildren(QToolBar, "SwiMDiffToolbar")
 
 
-def wait_for_messages(qgis_iface, level: Qgis.MessageLevel, timeout: float = 30) -> list[str]:
-    """Process events until the message bar holds a message of ``level`` (the check runs in a QgsTask)."""
+def bar_messages(qgis_iface, level: Qgis.MessageLevel) -> list[str]:
+    """``title:text`` of the messages of ``level``: pushed texts (the mock records them) and pushed widgets."""
+    bar = qgis_iface.messageBar()
+    return bar.get_messages(level) + [f"{item.title()}:{item.text()}" for item in bar.items() if item.level() == level]
+
+
+def setup_buttons(qgis_iface) -> list[QPushButton]:
+    """The "Set up environment" buttons of the message bar's items."""
+    return [button for item in qgis_iface.messageBar().items()
+            for button in item.findChildren(QPushButton, "SwiMDiffSetupButton")]
+
+
+def wait_for_messages(qgis_iface, level: Qgis.MessageLevel, timeout: float = 30, count: int = 1) -> list[str]:
+    """Process events until the message bar holds ``count`` messages of ``level`` (checks run in QgsTasks)."""
     deadline = time.monotonic() + timeout
-    while not qgis_iface.messageBar().get_messages(level) and time.monotonic() < deadline:
+    while len(bar_messages(qgis_iface, level)) < count and time.monotonic() < deadline:
         QgsApplication.processEvents()
         time.sleep(0.01)
-    return qgis_iface.messageBar().get_messages(level)
+    return bar_messages(qgis_iface, level)
 
 
 def test_class_factory_loads_the_plugin_under_any_package_name(plugin, qgis_iface) -> None:
@@ -86,19 +99,21 @@ def test_init_gui_creates_the_toolbar_and_the_raster_menu_entry(plugin, qgis_ifa
 
     assert swimdiff_toolbars(qgis_iface) == [plugin.toolbar]
     assert plugin.toolbar.windowTitle() == "SwiMDiff"
-    panel, environment = plugin.actions
-    assert plugin.toolbar.actions() == [panel, environment]
-    assert [panel.text(), environment.text()] == ["SwiMDiff panel", "SwiMDiff environment…"]
-    assert not panel.icon().isNull() and not environment.icon().isNull()
+    panel, environment, setup = plugin.actions
+    assert plugin.toolbar.actions() == [panel, environment, setup]
+    assert [panel.text(), environment.text(), setup.text()] == [
+        "SwiMDiff panel", "SwiMDiff environment…", "Set up SwiMDiff environment…"]
+    assert not panel.icon().isNull() and not environment.icon().isNull() and not setup.icon().isNull()
     assert [c.args for c in qgis_iface.addPluginToRasterMenu.call_args_list] == [
-        ("&SwiMDiff", panel), ("&SwiMDiff", environment)]
+        ("&SwiMDiff", panel), ("&SwiMDiff", environment), ("&SwiMDiff", setup)]
     assert plugin.dock is None  # created when first shown
+    assert qgis_iface.messageBar().items() == []  # the plugin folder has its .venv: nothing to offer
 
 
 def test_unload_leaves_nothing_behind(plugin, qgis_iface) -> None:
     plugin.initGui()
     toolbar = plugin.toolbar
-    panel, environment = plugin.actions
+    panel, environment, setup = plugin.actions
     panel.trigger()  # shows the dock
     dock = plugin.dock
     assert dock is not None and not dock.isHidden() and panel.isChecked()
@@ -107,14 +122,14 @@ def test_unload_leaves_nothing_behind(plugin, qgis_iface) -> None:
 
     plugin.unload()
     assert [c.args for c in qgis_iface.removePluginRasterMenu.call_args_list] == [
-        ("&SwiMDiff", panel), ("&SwiMDiff", environment)]
+        ("&SwiMDiff", panel), ("&SwiMDiff", environment), ("&SwiMDiff", setup)]
     assert plugin.toolbar is None and plugin.actions == [] and plugin.dock is None and plugin.runner is None
     assert package_logger.handlers == []
     process_deferred_deletes()
     assert sip.isdeleted(toolbar)
-    assert sip.isdeleted(panel) and sip.isdeleted(environment) and sip.isdeleted(dock)
+    assert sip.isdeleted(panel) and sip.isdeleted(environment) and sip.isdeleted(setup) and sip.isdeleted(dock)
     assert swimdiff_toolbars(qgis_iface) == []
-    for name in ("SwiMDiffEnvironmentAction", "SwiMDiffPanelAction"):
+    for name in ("SwiMDiffEnvironmentAction", "SwiMDiffPanelAction", "SwiMDiffSetupAction"):
         assert qgis_iface.mainWindow().findChildren(QAction, name) == []
 
     plugin.initGui()  # a reloaded plugin starts from a clean window
@@ -154,16 +169,24 @@ def test_environment_action_reports_a_working_worker(plugin, qgis_iface, tmp_pat
     assert qgis_iface.messageBar().get_messages(Qgis.Warning) == []
 
 
-def test_environment_action_names_the_fix_when_there_is_no_worker(plugin, qgis_iface, tmp_path: Path) -> None:
+def test_without_a_worker_the_plugin_offers_the_setup_at_start_and_after_a_check(
+    plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SWIMDIFF_PYTHON", raising=False)
+    monkeypatch.setattr(sys.modules[f"{PACKAGE}.swimdiff_qgis.plugin"], "configured_python", lambda: "")
     plugin.plugin_dir = tmp_path
     plugin.initGui()
+    assert bar_messages(qgis_iface, Qgis.Warning) == [
+        f"SwiMDiff:SwiMDiff needs its worker environment ({tmp_path}/.venv is missing)."]
+    assert [button.text() for button in setup_buttons(qgis_iface)] == ["Set up environment"]
 
     environment_action(plugin).trigger()
 
-    assert wait_for_messages(qgis_iface, Qgis.Warning) == [
+    assert wait_for_messages(qgis_iface, Qgis.Warning, count=2)[0] == (  # the bar shows the newest first
         f"SwiMDiff:No worker Python environment: {tmp_path}/.venv/bin/python is missing; "
         f"run `make setup` in {tmp_path}"
-    ]
+    )
+    assert len(setup_buttons(qgis_iface)) == 2
 
 
 def test_environment_action_shows_the_worker_error_in_the_message_bar(
@@ -182,6 +205,121 @@ def test_environment_action_shows_the_worker_error_in_the_message_bar(
         f"SwiMDiff:Worker Python {python} does not work: {python} -m core.cli --version failed with "
         f"exit code 1; run `make setup` in {tmp_path}"
     ]
+    (item,) = qgis_iface.messageBar().items()
+    assert item.toolTip() == "No module named core.cli"  # the worker's own words
+    assert len(setup_buttons(qgis_iface)) == 1
+
+
+# --- "Set up environment": a QgsTask that creates the venv with a fake interpreter (no pip, no network) ------
+
+
+@pytest.fixture
+def setup_case(plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A plugin folder without .venv, a fake base interpreter, a recorded input dialog and a recorded log."""
+    from test_setup_env import FAKE_PYTHON
+
+    base = tmp_path / "base" / "python3"
+    base.parent.mkdir()
+    base.write_text(FAKE_PYTHON)
+    base.chmod(0o755)
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls.txt"))
+    monkeypatch.delenv("SWIMDIFF_PYTHON", raising=False)
+    folder = tmp_path / "plugin"
+    folder.mkdir()
+    (folder / "requirements.txt").write_text("torch==2.14.1\n")
+    module = sys.modules[f"{PACKAGE}.swimdiff_qgis.plugin"]
+    remembered: list[str] = []
+    for name, value in (("configured_python", lambda: ""), ("setup_python", lambda: ""),  # no user settings
+                        ("set_setup_python", lambda python: remembered.append(str(python))),
+                        ("find_base_python", lambda: (base, ""))):
+        monkeypatch.setattr(module, name, value)
+    asked: list[tuple] = []
+
+    def get_text(*args):
+        asked.append(args)
+        return str(base), True
+
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(get_text))
+    logged: list[str] = []
+
+    def record(message: str, tag: str, level) -> None:
+        if tag == "SwiMDiff":
+            logged.append(message)
+
+    QgsApplication.messageLog().messageReceived.connect(record)
+    plugin.plugin_dir = folder
+    plugin.initGui()
+    yield base, folder, asked, logged, remembered
+    QgsApplication.messageLog().messageReceived.disconnect(record)
+
+
+def wait_for_setup(plugin, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while plugin._setup_task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    assert plugin._setup_task is None, "the setup did not end in time"
+
+
+def test_the_setup_button_creates_the_environment_and_names_the_new_worker(plugin, qgis_iface, setup_case) -> None:
+    base, folder, asked, logged, remembered = setup_case
+    venv_python = folder / ".venv" / "bin" / "python"
+    (button,) = setup_buttons(qgis_iface)  # offered at start: the folder has no .venv
+
+    button.click()
+    task = plugin._setup_task
+    assert task is not None and task.base_python == base
+    wait_for_setup(plugin)
+
+    assert asked[0][4] == str(base)  # the found interpreter is proposed, the user may change it
+    assert f"create {folder / '.venv'} with this Python" in asked[0][2]
+    assert setup_buttons(qgis_iface) == []  # the offer went away when it was taken
+    assert bar_messages(qgis_iface, Qgis.Success) == [
+        f"SwiMDiff:SwiMDiff worker environment ready: {venv_python} runs swimdiff 0.1.0 (created with {base})"]
+    assert venv_python.is_file() and remembered == [str(base)]
+    pip_lines = [line for line in logged if "torch" in line]  # pip's output, line by line, in the log panel
+    assert pip_lines == ["Collecting torch==2.14.1", "Successfully installed torch-2.14.1"] * 2
+    assert logged.index(f"created {folder / '.venv'}") < logged.index("Collecting torch==2.14.1")
+    assert task.description() == f"SwiMDiff environment: $ {venv_python} -m core.cli --version"
+    assert task.status() == task.Complete and task.progress() == 100
+
+
+def test_a_failed_setup_shows_pips_last_line(plugin, qgis_iface, setup_case, monkeypatch) -> None:
+    base, folder, _, logged, _ = setup_case
+    monkeypatch.setenv("FAKE_PIP_FAIL", "1")
+
+    plugin.actions[2].trigger()  # the toolbar / menu action
+    wait_for_setup(plugin)
+
+    error = "ERROR: Could not find a version that satisfies the requirement torch==2.14.1"
+    assert bar_messages(qgis_iface, Qgis.Critical) == [
+        f"SwiMDiff:Setting up the worker environment failed: `{folder}/.venv/bin/python -m pip install "
+        f"--progress-bar off -r {folder}/requirements.txt` failed with exit code 1: {error}"]
+    assert bar_messages(qgis_iface, Qgis.Success) == []
+    assert error in logged
+
+
+def test_cancelling_the_setup_kills_pip(plugin, qgis_iface, setup_case, monkeypatch, tmp_path: Path) -> None:
+    import os
+
+    monkeypatch.setenv("FAKE_PIP_HANG", "1")  # pip prints one line, then loops and ignores SIGTERM
+    monkeypatch.setenv("FAKE_PIP_PID", str(tmp_path / "pip.pid"))
+    base, folder, _, logged, _ = setup_case
+    task = plugin.setup_environment(base)
+    assert plugin.setup_environment(base) is None  # one setup at a time
+    deadline = time.monotonic() + 30
+    while "Collecting torch==2.14.1" not in logged and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+
+    task.cancel()
+    wait_for_setup(plugin)
+
+    assert bar_messages(qgis_iface, Qgis.Info)[-1] == (
+        f"SwiMDiff:Setting up the worker environment was cancelled; {folder}/.venv may be incomplete: run Set up "
+        "SwiMDiff environment again")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((tmp_path / "pip.pid").read_text()), 0)
 
 
 def test_plugin_code_never_imports_the_heavy_worker_libraries() -> None:
@@ -235,6 +373,34 @@ def pixel_alpha(layer, row: int, column: int) -> int:
     """The alpha of one rendered pixel of a raster layer (its renderer's output at full resolution)."""
     block = layer.renderer().block(1, layer.extent(), layer.width(), layer.height())
     return block.color(row, column) >> 24 & 0xFF
+
+
+def test_choosing_an_encoder_shows_its_bands_and_patch_size_or_why_it_is_unusable(
+    plugin, dock, qgis_iface, tmp_path: Path
+) -> None:
+    from test_model_info import write_encoder
+
+    label = dock.encoder_label
+    assert label.text() == "Random initialisation: the bands both dates share."
+    encoder = write_encoder(tmp_path / "encoder")
+
+    dock.finetune_encoder.setFilePath(str(encoder))
+    assert label.text() == ("resnet18 encoder; 4 bands: B02, B03, B04, B08; pre-trained on 64 px patches. "
+                            "Fine-tuning uses these bands.")
+    assert "b00020" not in label.styleSheet()
+
+    dock.finetune_encoder.setFilePath(str(tmp_path))  # a folder without config.json
+    assert label.text().startswith(f"'{tmp_path}' holds no config.json; choose a folder written by 'swimdiff "
+                                   "pretrain'")
+    assert "b00020" in label.styleSheet()  # in red
+    dock.finetune_data.setFilePath(str(tmp_path))
+    dock.finetune_out.setFilePath(str(tmp_path / "out"))
+    dock.tabs.widget(2).findChildren(QPushButton, "")[-1].click()  # "Fine-tune": refused before any worker starts
+    assert not plugin.runner.busy() and dock.status.text() == label.text()
+    assert bar_messages(qgis_iface, Qgis.Warning) == [f"SwiMDiff:{label.text()}"]
+
+    dock.finetune_encoder.setFilePath("")
+    assert label.text() == "Random initialisation: the bands both dates share."
 
 
 def test_a_detect_run_from_the_dock_adds_styled_layers_on_the_inputs_grid(

@@ -155,6 +155,42 @@ def test_detectchange_writes_a_mask_and_a_magnitude_on_the_inputs_grid(provider,
     del mask_layer, t1_layer
 
 
+def rendered_alpha(layer: QgsRasterLayer, row: int, column: int) -> int:
+    """The alpha of one pixel as the layer's renderer draws it at full resolution."""
+    block = layer.renderer().block(1, layer.extent(), layer.width(), layer.height())
+    return block.color(row, column) >> 24 & 0xFF
+
+
+def test_outputs_loaded_into_the_project_are_styled_like_the_panels_layers(
+    provider, qgis_new_project, tmp_path: Path
+) -> None:
+    import processing
+    from qgis.core import QgsProject
+
+    t1, t2 = make_pair(tmp_path)
+
+    result = processing.runAndLoadResults("swimdiff:detectchange", {
+        "T1": str(t1), "T2": str(t2), "METHOD": CVA, "OUTPUT": str(tmp_path / "change.tif"),
+        "PROBABILITY": str(tmp_path / "magnitude.tif")})
+
+    layers = {Path(layer.source()).name: layer for layer in QgsProject.instance().mapLayers().values()}
+    assert sorted(layers) == ["change.tif", "magnitude.tif"]
+    mask, magnitude = layers["change.tif"], layers["magnitude.tif"]
+    # the mask: paletted, only "change" coloured, no change transparent
+    assert mask.renderer().type() == "paletted"
+    assert [(c.value, c.label) for c in mask.renderer().classes()] == [(1, "change")]
+    assert rendered_alpha(mask, 20, 30) == 255 and rendered_alpha(mask, 50, 5) == 0
+    # the CVA magnitude: pseudo-colour from the run's threshold to the band maximum, transparent below
+    renderer = magnitude.renderer()
+    assert renderer.type() == "singlebandpseudocolor"
+    assert renderer.classificationMin() == pytest.approx(result["USED_THRESHOLD"])
+    assert renderer.classificationMax() == pytest.approx(float(read(result["PROBABILITY"]).max()))
+    assert rendered_alpha(magnitude, 20, 30) == 255 and rendered_alpha(magnitude, 50, 5) == 0
+    for layer in (mask, magnitude):
+        assert "method: cva" in layer.metadata().abstract() and f"t1: {t1}" in layer.metadata().abstract()
+    assert "changed_fraction: " in mask.metadata().abstract()
+
+
 def test_a_given_threshold_reaches_the_worker(provider, tmp_path: Path) -> None:
     import processing
 

@@ -15,6 +15,7 @@ from qgis.core import (
 )
 
 from .base import SwimDiffAlgorithm, advanced
+from .styling import MASK, PROBABILITY, style_when_loaded
 
 METHODS = ("model", "features", "cva")
 METHOD_LABELS = ("Change model (fine-tuned)", "Encoder feature distance (no labels)", "Change vector analysis")
@@ -75,5 +76,8 @@ class DetectChangeAlgorithm(SwimDiffAlgorithm):
         if probability:
             args += ["--probability", probability]
         outputs = self.run_swimdiff(args, feedback, output_files=[out, probability] if probability else [out])
+        described = {"t1": t1, "t2": t2, "method": method, "model": model or "default"}
+        style_when_loaded(context, out, MASK, outputs, described)  # styled like the panel's layers
+        style_when_loaded(context, probability, PROBABILITY, outputs, described)
         return {"OUTPUT": outputs["change"], "PROBABILITY": outputs.get("probability"),
                 "USED_THRESHOLD": outputs.get("threshold"), "CHANGED_FRACTION": outputs.get("changed_fraction")}
