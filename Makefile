@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/data
-APT_PACKAGES := qgis python3-qgis qgis-providers xvfb xauth python3-venv python3-pip imagemagick
+APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin xvfb xauth python3-venv python3-pip imagemagick
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
