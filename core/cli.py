@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import change, detect, device, pretrain
+from .commands import change, classify, detect, device, pretrain
 from .commands.common import Formatter
 from .events import BarReporter, JsonLinesReporter, JsonLogHandler, Reporter
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add(commands)
     change.add_finetune(commands)
     change.add_evaluate(commands)
+    classify.add_finetune(commands)
     device.add(commands)
     return parser
 

@@ -207,3 +207,49 @@ class TrainConfig(_JsonConfig):
                "--device", self.device, f"use {DEVICES_HELP}")
         _check(self.log_every >= 1, "--log-every", self.log_every, "use 1 or more")
         _check(self.checkpoint_every >= 1, "--checkpoint-every", self.checkpoint_every, "use 1 or more")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifyConfig(_JsonConfig):
+    """How to train a classifier.
+
+    Attributes:
+        arch: timm ResNet of the encoder when there is no pre-trained one (else the encoder's).
+        linear_probe: train only the linear layer on frozen encoder features.
+        epochs: passes over the training patches.
+        batch_size: patches per step.
+        lr: peak AdamW learning rate; None means 1e-2 for a linear probe, 3e-4 for fine-tuning.
+        weight_decay: AdamW weight decay.
+        val_fraction: share of patches held out for validation, per class where possible (0: none;
+            the scores are then measured on the training patches, and say so).
+        augment: random flips and 90-degree rotations of training patches.
+        seed: seeds the split, the initialisation, the batches and the augmentations.
+        device: auto, cpu, cuda or cuda:N.
+    """
+
+    arch: str = "resnet18"
+    linear_probe: bool = False
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.2
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.arch.startswith(("resnet", "resnext", "seresnet", "wide_resnet")), "--arch", self.arch,
+               "choose a timm ResNet such as resnet18, resnet34 or resnet50")
+        _check(self.epochs >= 1, "--epochs", self.epochs, "use 1 or more")
+        _check(self.batch_size >= 2, "--batch-size", self.batch_size, "use 2 or more (e.g. 32)")
+        _check(self.lr is None or 0.0 < self.lr <= 1.0, "--lr", self.lr, "use a value in (0, 1], e.g. 1e-3")
+        _check(self.weight_decay >= 0.0, "--weight-decay", self.weight_decay, "use 0 or more")
+        _check(0.0 <= self.val_fraction <= 0.5, "--val-fraction", self.val_fraction,
+               "use 0 (no validation) to 0.5, e.g. 0.2")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               "--device", self.device, f"use {DEVICES_HELP}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (1e-2 if self.linear_probe else 3e-4)

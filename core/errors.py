@@ -53,3 +53,7 @@ class Cancelled(SwimDiffError):
 
 class ConfigError(SwimDiffError, ValueError):
     """A configuration value is out of range; the message says the allowed values."""
+
+
+class DatasetError(SwimDiffError):
+    """A folder of labelled patches is missing, empty, or its labels are inconsistent."""

@@ -77,8 +77,10 @@ def read_encoder_info(folder: str | Path) -> EncoderInfo:
         raise ValueError(f"'{path}' lists no band names under 'bands'; {ENCODER_FIX}")
     if not (folder / WEIGHTS_FILE).is_file():
         raise ValueError(f"'{folder}' has no {WEIGHTS_FILE} beside its {CONFIG_FILE}; {ENCODER_FIX}")
-    architecture = config.get("architecture") if isinstance(config.get("architecture"), dict) else {}
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    architecture = config.get("architecture")
+    architecture = architecture if isinstance(architecture, dict) else {}
+    data = config.get("data")
+    data = data if isinstance(data, dict) else {}
     patch_size = config.get("patch_size") or data.get("patch_size")
     return EncoderInfo(folder=folder, arch=str(architecture.get("arch", "unknown")), bands=tuple(bands),
                        patch_size=patch_size if isinstance(patch_size, int) else None)
