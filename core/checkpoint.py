@@ -115,6 +115,19 @@ def load_model(model_dir: Path, kind: str | None = PRETRAIN_KIND) -> tuple[dict[
     return weights, config
 
 
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], model_dir: str | Path) -> None:
+    """Load saved weights (fp16 or fp32) into ``model`` as fp32.
+
+    Raises:
+        CheckpointFormatError: the weights do not fit the architecture its config.json describes.
+    """
+    try:
+        model.load_state_dict({k: v.float() for k, v in weights.items()})
+    except RuntimeError as error:
+        raise CheckpointFormatError(f"'{model_dir}': weights do not fit the architecture in config.json ({error})"
+                                    ) from error
+
+
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split ``optimizer.state_dict()`` into tensors and JSON-able metadata."""
     tensors: dict[str, torch.Tensor] = {}

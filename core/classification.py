@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, load_weights, save_model
 from .classification_metrics import micro_map, multi_label_scores, save_confusion_png, single_label_scores
 from .config import ClassifyConfig
 from .data.band_mapping import BandMapping, identity_mapping, map_bands
@@ -333,9 +333,5 @@ def load_classifier(model_dir: str | Path, device: torch.device) -> tuple[Classi
     weights, config = load_model(Path(model_dir), kind=CLASSIFY_KIND)
     arch = config["architecture"]
     model = Classifier(arch["arch"], arch["in_chans"], arch["num_classes"])
-    try:
-        model.load_state_dict({k: v.float() for k, v in weights.items()})
-    except RuntimeError as error:
-        raise CheckpointFormatError(f"'{model_dir}': weights do not fit the architecture in config.json ({error})"
-                                    ) from error
+    load_weights(model, weights, model_dir)
     return model.to(device).eval(), config

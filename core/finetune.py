@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import __version__
-from .checkpoint import PRETRAIN_KIND, load_model, save_model
+from .checkpoint import PRETRAIN_KIND, load_model, load_weights, save_model
 from .config import TrainConfig
 from .data.change_patches import ChangePatchDataset, CityStack, load_city, read_city_pair, split_rows
 from .data.normalization import BandStats, estimate_band_stats
@@ -221,9 +221,5 @@ def load_change_model(model_dir: str | Path, device: torch.device) -> tuple[Siam
     weights, config = load_model(Path(model_dir), kind=CHANGE_KIND)
     arch = config["architecture"]
     model = SiameseUNet(arch["arch"], arch["in_chans"], arch["decoder_channels"])
-    try:
-        model.load_state_dict({k: v.float() for k, v in weights.items()})
-    except RuntimeError as error:
-        raise CheckpointFormatError(f"'{model_dir}': weights do not fit the architecture in config.json ({error})"
-                                    ) from error
+    load_weights(model, weights, model_dir)
     return model.to(device).eval(), config

@@ -17,7 +17,6 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from .environment import PLUGIN_DIR, VENV_PYTHONS, check_worker, clean_environment
+from .worker import stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -191,26 +191,6 @@ def _pump(stream: IO[str], sink: queue.Queue[str | None]) -> None:
         sink.put(None)
 
 
-def _kill(process: subprocess.Popen[str], grace: float) -> None:
-    """Terminate a step (pip cleans up), then kill its whole process group after ``grace`` seconds."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=grace)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    if sys.platform != "win32":
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            process.kill()
-    else:
-        process.kill()
-    process.wait()
-
-
 def run_step(argv: Sequence[str], *, cwd: Path, on_line: LineCallback | None = None,
              should_stop: Callable[[], bool] | None = None, grace: float = 5.0, poll: float = 0.1,
              tail_lines: int = 20) -> None:
@@ -261,7 +241,7 @@ def run_step(argv: Sequence[str], *, cwd: Path, on_line: LineCallback | None = N
         ended = True
     finally:
         if stopped or not ended:  # cancelled, or a callback raised: the step must not outlive its caller
-            _kill(process, grace)
+            stop_process(process, grace)
         exit_code = process.wait()
         reader.join(timeout=5)
         if process.stdout is not None:

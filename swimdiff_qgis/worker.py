@@ -183,8 +183,8 @@ def remove_partial_outputs(paths: Iterable[str | Path]) -> None:
             logger.info("removed the partial output %s", partial)
 
 
-def _stop(process: subprocess.Popen[str], grace: float) -> bool:
-    """Terminate the worker (it stops at its next step), then kill its process group after ``grace`` s.
+def stop_process(process: subprocess.Popen[str], grace: float) -> bool:
+    """Terminate a child (the worker stops at its next step), then kill its process group after ``grace`` s.
 
     Returns:
         True when the worker had to be killed.
@@ -287,7 +287,7 @@ def run_worker(
             if not stop_requested and should_stop is not None and should_stop():
                 stop_requested = True
                 logger.info("stopping the worker (pid %d)", process.pid)
-                killed = _stop(process, grace)
+                killed = stop_process(process, grace)
             try:
                 line = lines.get(timeout=poll)
             except queue.Empty:
@@ -321,7 +321,7 @@ def run_worker(
         ended = True
     finally:
         if not ended:  # a callback raised: the worker must not outlive its caller
-            killed = _stop(process, grace) or killed
+            killed = stop_process(process, grace) or killed
         exit_code = process.wait()
         for reader in readers:
             reader.join(timeout=5)
