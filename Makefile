@@ -44,7 +44,7 @@ test: setup lint
 
 lint: setup
 	$(VENV)/bin/ruff check core swimdiff_qgis tests scripts bench __init__.py
-	$(VENV)/bin/mypy --ignore-missing-imports core
+	$(VENV)/bin/mypy --ignore-missing-imports --explicit-package-bases core  # module names from here: any clone folder name works
 
 ## bench-pretrain: step time of MoCo, MoCo+SwM and full SwiMDiff side by side (13 bands, 96x96, batch 64)
 bench-pretrain: setup
