@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from .checkpoint import load_model, read_config
 from .data.normalization import BandStats
-from .data.tiling import blend_weights, tile_grid
+from .data.tiling import Tile, blend_weights, tile_grid
 from .data.writer import AtomicGeoTiff, check_writable
 from .device import describe_device, resolve_device
 from .errors import CheckpointFormatError, NoDataError
@@ -51,6 +51,12 @@ class Tiling:
     overlap: int = 32
     batch_size: int = 8
 
+    def fitted(self, height: int, width: int) -> tuple[int, int, list[Tile]]:
+        """Tile side and overlap clamped to the raster (every tile full size: one batch shape), and the tiles."""
+        tile = min(self.tile, height, width)
+        overlap = min(self.overlap, tile // 2)
+        return tile, overlap, tile_grid(height, width, tile, overlap)
+
 
 def network_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
     """A two-date network as a numpy scorer (see :func:`~core.predict.predict_batch`; bf16 on CUDA)."""
@@ -65,9 +71,7 @@ def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Ti
     input, so they never leak into their neighbours' scores beyond the receptive field.
     """
     grid = pair.grid
-    tile = min(tiling.tile, grid.height, grid.width)  # every tile is then full size: one batch shape
-    overlap = min(tiling.overlap, tile // 2)
-    tiles = tile_grid(grid.height, grid.width, tile, overlap)
+    tile, overlap, tiles = tiling.fitted(grid.height, grid.width)
     w = blend_weights(tile, tile, overlap)  # (tile, tile)
     readers = pair.readers()
     strip_top = 0
@@ -117,11 +121,6 @@ def _mask_tif(path: Path, pair: RasterPair, tags: dict[str, str]) -> AtomicGeoTi
                          tags=tags)
 
 
-def _tile_count(pair: RasterPair, tiling: Tiling) -> int:
-    tile = min(tiling.tile, pair.grid.height, pair.grid.width)
-    return len(tile_grid(pair.grid.height, pair.grid.width, tile, min(tiling.overlap, tile // 2)))
-
-
 def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
                       probability_out: str | Path | None = None, tile: int = 256, overlap: int = 32,
                       batch_size: int = 8, threshold: float | None = None, device_name: str = "auto",
@@ -149,10 +148,10 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
     stats = BandStats.from_dict(config["normalization"])
     chosen = float(config["threshold"] if threshold is None else threshold)
     tiling = Tiling(tile, overlap, batch_size)
-    tiles = _tile_count(pair, tiling)
+    side, used_overlap, tiles = tiling.fitted(pair.grid.height, pair.grid.width)
     logger.info("model %s on %s: %d tiles of %d px (overlap %d), threshold %.2f", model_dir,
-                describe_device(device), tiles, min(tile, pair.grid.height, pair.grid.width), overlap, chosen)
-    tick = Ticker(progress, should_stop, tiles)("change probability")
+                describe_device(device), len(tiles), side, used_overlap, chosen)
+    tick = Ticker(progress, should_stop, len(tiles))("change probability")
     changed = valid = 0
     with ExitStack() as outputs:  # both files appear together, or neither
         mask_tif = outputs.enter_context(_mask_tif(out, pair, {"method": "model", "model": str(model_dir),
@@ -213,7 +212,7 @@ def detect_features(pair: RasterPair, model_dir: str | Path, out: str | Path, sc
     stats = BandStats.from_dict(config["normalization"])
     tiling = Tiling(tile, overlap, batch_size)
     grid = pair.grid
-    ticker = Ticker(progress, should_stop, _tile_count(pair, tiling) + 1)
+    ticker = Ticker(progress, should_stop, len(tiling.fitted(grid.height, grid.width)[2]) + 1)
     logger.info("feature distance of %s on %s", model_dir, describe_device(device))
     scratch = out.with_name(f".{out.stem}.score.{os.getpid()}.tif")
     keep = min(1.0, OTSU_SAMPLES / (grid.width * grid.height))
