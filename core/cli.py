@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_finetune(commands)
     change.add_evaluate(commands)
     classify.add_finetune(commands)
+    classify.add_classify(commands)
     device.add(commands)
     return parser
 

@@ -1,9 +1,4 @@
-"""Change detection with a network, streamed strip by strip over any raster size.
-
-Tiles overlap by ``overlap`` pixels and their scores are blended with a taper
-(:func:`~core.data.tiling.blend_weights`). Tiles are visited row of tiles by row of tiles; a
-buffer one tile high holds the weighted sums, and rows no later tile can touch are handed on and
-dropped, so memory is about ``tile x width`` whatever the raster's height.
+"""Change detection with a network, streamed strip by strip over any raster size (see :mod:`core.blend`).
 
 Two methods share this streaming: ``model`` (a fine-tuned Siamese U-Net's change probability and
 its validated threshold) and ``features`` (the cosine distance of a pre-trained encoder's features,
@@ -17,8 +12,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +19,10 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from .blend import Tiling, stream_blended
 from .checkpoint import load_model, read_config
 from .data.normalization import BandStats
-from .data.tiling import Tile, blend_weights, tile_grid
+from .data.tiling import Tile
 from .data.writer import AtomicGeoTiff, check_writable
 from .device import describe_device, resolve_device
 from .errors import CheckpointFormatError, NoDataError
@@ -43,21 +37,6 @@ logger = logging.getLogger(__name__)
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # normalised (n, C, t, t) twice -> scores (n, t, t)
 
 
-@dataclass(frozen=True)
-class Tiling:
-    """How a raster is cut for the network: tile side, overlap, tiles per forward pass."""
-
-    tile: int = 256
-    overlap: int = 32
-    batch_size: int = 8
-
-    def fitted(self, height: int, width: int) -> tuple[int, int, list[Tile]]:
-        """Tile side and overlap clamped to the raster (every tile full size: one batch shape), and the tiles."""
-        tile = min(self.tile, height, width)
-        overlap = min(self.overlap, tile // 2)
-        return tile, overlap, tile_grid(height, width, tile, overlap)
-
-
 def network_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
     """A two-date network as a numpy scorer (see :func:`~core.predict.predict_batch`; bf16 on CUDA)."""
     return lambda x1, x2: predict_batch(model, x1, x2, device, amp=True)
@@ -70,46 +49,21 @@ def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Ti
     Pixels invalid (nodata or NaN) in either date are NaN in the scores and zero in the network's
     input, so they never leak into their neighbours' scores beyond the receptive field.
     """
-    grid = pair.grid
-    tile, overlap, tiles = tiling.fitted(grid.height, grid.width)
-    w = blend_weights(tile, tile, overlap)  # (tile, tile)
     readers = pair.readers()
-    strip_top = 0
-    total = np.zeros((tile, grid.width), dtype=np.float32)  # weighted sums of the current strip
-    weight = np.zeros((tile, grid.width), dtype=np.float32)
-    valid = np.zeros((tile, grid.width), dtype=bool)
 
-    def final_rows(height: int) -> tuple[Window, np.ndarray]:
-        scores = np.where(valid[:height], total[:height] / np.maximum(weight[:height], 1e-12), np.nan)
-        return Window(0, strip_top, grid.width, height), scores.astype(np.float32)
+    def predict(tiles: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
+        x1s, x2s, oks = [], [], []
+        for t in tiles:
+            window = Window(t.col, t.row, t.width, t.height)
+            (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
+            ok = v1 & v2
+            x1s.append(stats.apply(x1, ok))
+            x2s.append(stats.apply(x2, ok))
+            oks.append(ok)
+        return scorer(np.stack(x1s), np.stack(x2s))[:, None], np.stack(oks)  # (n, 1, t, t), (n, t, t)
 
-    for _, group in groupby(tiles, key=lambda t: t.row):
-        row_tiles = list(group)
-        top = row_tiles[0].row
-        if top > strip_top:  # rows above `top` are final: hand them on, shift the buffers up
-            shift = top - strip_top
-            yield final_rows(shift)
-            for buffer in (total, weight, valid):
-                buffer[:-shift] = buffer[shift:].copy()
-                buffer[-shift:] = 0
-            strip_top = top
-        for start in range(0, len(row_tiles), tiling.batch_size):
-            batch = row_tiles[start:start + tiling.batch_size]
-            x1s, x2s, oks = [], [], []
-            for t in batch:
-                window = Window(t.col, t.row, t.width, t.height)
-                (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
-                ok = v1 & v2
-                x1s.append(stats.apply(x1, ok))
-                x2s.append(stats.apply(x2, ok))
-                oks.append(ok)
-            for t, score, ok in zip(batch, scorer(np.stack(x1s), np.stack(x2s)), oks):
-                r, c = t.row - strip_top, t.col
-                total[r:r + t.height, c:c + t.width] += score * w
-                weight[r:r + t.height, c:c + t.width] += w
-                valid[r:r + t.height, c:c + t.width] |= ok
-                tick()
-    yield final_rows(grid.height - strip_top)  # the last strip
+    for window, scores in stream_blended(pair.grid.height, pair.grid.width, 1, tiling, predict, tick):
+        yield window, scores[0]
 
 
 def _mask(scores: np.ndarray, threshold: float) -> np.ndarray:

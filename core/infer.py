@@ -227,13 +227,15 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
 class Ticker:
     """Counts finished tiles across passes: reports progress and honours cancel requests."""
 
-    def __init__(self, progress: Progress | None, should_stop: ShouldStop | None, total: int) -> None:
+    def __init__(self, progress: Progress | None, should_stop: ShouldStop | None, total: int,
+                 job: str = "detection") -> None:
         self.progress, self.should_stop, self.total, self.done = progress, should_stop, max(1, total), 0
+        self.job = job
 
     def __call__(self, message: str) -> Callable[[], None]:
         def tick() -> None:
             if self.should_stop and self.should_stop():
-                raise Cancelled("detection cancelled; no output was written")
+                raise Cancelled(f"{self.job} cancelled; no output was written")
             self.done += 1
             if self.progress:
                 self.progress(self.done / self.total, message)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import smooth_field, write_geotiff
+from conftest import make_rgb_classes, smooth_field, write_geotiff, write_png
 from core.checkpoint import load_model
 from core.classification import (
     CLASSIFY_KIND,
@@ -46,36 +46,6 @@ def one_thread():
 
 
 # --- generated data ---------------------------------------------------------------------------------------------
-
-def write_png(path: Path, rgb: np.ndarray) -> Path:
-    """A (3 or 1, H, W) uint8 array as a PNG (no georeferencing, like EuroSAT's RGB images)."""
-    import warnings
-
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
-    count, height, width = rgb.shape
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="PNG", width=width, height=height, count=count, dtype="uint8") as ds:
-            ds.write(rgb)
-    return path
-
-
-def make_rgb_classes(root: Path, per_class: int = 4, size: int = 32, classes: tuple[str, ...] = ("Forest", "Sea"),
-                     bands: int = 3) -> Path:
-    """EuroSAT-style PNG folders: class k is brighter by 90 per step and striped, so it is learnable."""
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            image = 40 + 90 * k + rng.normal(0, 8, size=(bands, size, size))
-            if k:
-                image[:, ::4] += 40
-            image[0] += 10  # red differs from blue, to check band order
-            write_png(root / name / f"{name}_{i}.png", image.clip(0, 255).astype("uint8"))
-    return root
-
 
 def make_bigearthnet(root: Path, labels: list[list[str]], size: int = 24) -> Path:
     """BigEarthNet-style patch folders: B02 at 10 m, B05 at 20 m, B01 at 60 m, and a labels JSON each."""

@@ -1,4 +1,4 @@
-"""``swimdiff finetune-classify``: land-cover classification from labelled patches."""
+"""``swimdiff finetune-classify`` and ``swimdiff classify``: land-cover classifiers and maps."""
 
 from __future__ import annotations
 
@@ -68,4 +68,52 @@ def _run_finetune_classify(args: argparse.Namespace, reporter: Reporter) -> dict
                "per_class": result.scores["per_class"]}
     if result.confusion_png:
         outputs["confusion_matrix"] = str(result.confusion_png)
+    return outputs
+
+
+def add_classify(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "classify", formatter_class=Formatter,
+        help="land-cover map of a whole raster with a 'swimdiff finetune-classify' model (GeoTIFF out)",
+        description="Map the land cover of a raster: windows of the model's patch size slide over it (overlapping\n"
+                    "by half a window unless --overlap says otherwise), each window's class probabilities are\n"
+                    "blended over its pixels, favouring its centre, and each pixel takes the most probable class.\n"
+                    "--raster is a multi-band raster or a folder of *_Bxx.tif band files; the model's bands are\n"
+                    "matched by name (band descriptions or file suffixes), else by count and order. The map keeps\n"
+                    "the raster's CRS and transform: uint8 class ids, 255 where the raster has no data, a colour\n"
+                    "table and the class names (CLASS_NAMES metadata). Written window strip by window strip,\n"
+                    "memory flat in the raster's height; the files appear only when complete.",
+        epilog="example: swimdiff classify --raster scene.tif --model runs/eurosat --out landcover.tif "
+               "--probabilities landcover_prob.tif",
+    )
+    p.add_argument("--raster", required=True, help="the raster to map (its grid is the output grid)")
+    p.add_argument("--model", required=True, metavar="DIR", help="a 'swimdiff finetune-classify' model folder")
+    p.add_argument("--out", required=True, help="land-cover GeoTIFF: class ids 0..K-1, 255 nodata")
+    p.add_argument("--probabilities", default=None, metavar="P.tif",
+                   help="also write one float32 band of probability per class")
+    p.add_argument("--tile", type=int, default=None,
+                   help="window side in pixels (default: the model's patch size)%(default).0s")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="overlap of neighbouring windows in pixels (default: half a window)%(default).0s")
+    p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(run=_run_classify)
+
+
+def _run_classify(args: argparse.Namespace, reporter: Reporter) -> dict:
+    from ..landcover import CLASS_NODATA, map_land_cover
+
+    with StopOnSignal() as stop:
+        result = map_land_cover(args.raster, args.model, args.out, args.probabilities, tile=args.tile,
+                                overlap=args.overlap, batch_size=args.batch_size, device_name=args.device,
+                                progress=reporter.progress, should_stop=stop)
+    for name, share in sorted(result.class_fractions.items(), key=lambda item: -item[1]):
+        logger.info("%-40s %5.1f %%", name, 100 * share)
+    logger.info("land-cover map %s (%d classes, windows of %d px, overlap %d, %.2f Mpx/s on %s)", result.landcover,
+                len(result.classes), result.window, result.overlap, result.megapixels_per_second, result.device)
+    outputs = {"landcover": str(result.landcover), "model": str(args.model), "classes": result.classes,
+               "colors": [list(color) for color in result.colors], "class_fractions": result.class_fractions,
+               "nodata": CLASS_NODATA, "multi_label": result.multi_label}
+    if result.probabilities:
+        outputs["probabilities"] = str(result.probabilities)
     return outputs
