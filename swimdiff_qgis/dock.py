@@ -1,16 +1,18 @@
-"""The SwiMDiff dock: Detect changes, Pre-train and Fine-tune tabs, progress, cancel, device and a live loss plot.
+"""The SwiMDiff dock: Detect changes, Pre-train, Fine-tune, Classify land cover and Train classifier tabs,
+progress, cancel, device and a live loss plot.
 
-Widgets only: every run goes through :class:`~.runs.Runner`.
+Widgets only: every run goes through :class:`~.runs.Runner`; the land-cover tabs are in ``landcover_tabs.py``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsTask
-from qgis.gui import QgisInterface, QgsDockWidget, QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgisInterface, QgsDockWidget, QgsDoubleSpinBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QPointF, Qt
 from qgis.PyQt.QtGui import QColor, QPainter, QPen, QPolygonF
 from qgis.PyQt.QtWidgets import (
@@ -23,17 +25,18 @@ from qgis.PyQt.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from .environment import PLUGIN_DIR
+from .landcover_tabs import ClassifyTab, TrainClassifierTab
 from .model_info import read_encoder_info
 from .runs import METHODS, Runner
 from .settings import resolve_worker_python
 from .tasks import WorkerTask
+from .widgets import folder_widget, geotiff_widget, info_label, show_info, spin
 from .worker import WorkerError, probe_device
 
 logger = logging.getLogger(__name__)
@@ -111,9 +114,15 @@ class SwimDiffDock(QgsDockWidget):
         body = QWidget()
         layout = QVBoxLayout(body)
         self.tabs = QTabWidget()
-        self.tabs.addTab(self._detect_tab(), "Detect changes")
-        self.tabs.addTab(self._pretrain_tab(), "Pre-train")
-        self.tabs.addTab(self._finetune_tab(), "Fine-tune")
+        self.classify_tab = ClassifyTab(runner, self._start)
+        self.train_classifier_tab = TrainClassifierTab(runner, self._start, self.classify_tab.set_model)
+        for page, label, action in ((self._detect_tab(), "Detect", "Detect changes"),
+                                    (self._pretrain_tab(), "Pre-train", "Pre-train an encoder (SwiMDiff)"),
+                                    (self._finetune_tab(), "Fine-tune", "Fine-tune a change model"),
+                                    (self.classify_tab, "Land cover", "Classify land cover"),
+                                    (self.train_classifier_tab, "Train classes", "Train classifier")):
+            self.tabs.setTabToolTip(self.tabs.addTab(page, label), action)  # short labels: five fit a narrow dock
+        self.run_buttons += self.classify_tab.run_buttons + self.train_classifier_tab.run_buttons
         layout.addWidget(self.tabs)
         self.device_label = QLabel("Device: not checked yet")
         self.status = QLabel("")
@@ -142,7 +151,7 @@ class SwimDiffDock(QgsDockWidget):
         self.t1_combo, self.t2_combo = QgsMapLayerComboBox(), QgsMapLayerComboBox()
         for combo in (self.t1_combo, self.t2_combo):
             combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.model_widget = _folder_widget("default: the shipped model")
+        self.model_widget = folder_widget("default: the shipped model")
         self.model_widget.fileChanged.connect(self._model_changed)
         self.method_combo = QComboBox()
         self.method_combo.addItems(list(METHODS))
@@ -152,10 +161,7 @@ class SwimDiffDock(QgsDockWidget):
         self.threshold_spin.setSingleStep(0.05)
         self.threshold_spin.setSpecialValueText("auto")
         self.threshold_spin.setClearValue(0.0)
-        self.output_widget = QgsFileWidget()
-        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
-        self.output_widget.setFilter("GeoTIFF (*.tif)")
-        self.output_widget.lineEdit().setPlaceholderText("temporary file")
+        self.output_widget = geotiff_widget("temporary file")
         self.probability_check = QCheckBox("also the change probability")
         self.probability_check.setChecked(True)
         self.model_label = QLabel("")
@@ -175,9 +181,9 @@ class SwimDiffDock(QgsDockWidget):
         tab, form = QWidget(), QFormLayout()
         tab.setLayout(form)
         self.scene_list = QListWidget()
-        self.scene_folder = _folder_widget("optional: a folder of scenes")
-        self.pretrain_steps, self.pretrain_batch = _spin(1, 10_000_000, 1000), _spin(2, 65536, 64)
-        self.pretrain_out = _folder_widget("output model folder")
+        self.scene_folder = folder_widget("optional: a folder of scenes")
+        self.pretrain_steps, self.pretrain_batch = spin(1, 10_000_000, 1000), spin(2, 65536, 64)
+        self.pretrain_out = folder_widget("output model folder")
         button = QPushButton("Pre-train")
         button.clicked.connect(self.run_pretrain)
         self.run_buttons.append(button)
@@ -193,15 +199,12 @@ class SwimDiffDock(QgsDockWidget):
     def _finetune_tab(self) -> QWidget:
         tab, form = QWidget(), QFormLayout()
         tab.setLayout(form)
-        self.finetune_data = _folder_widget("labelled data (OSCD layout)")
-        self.finetune_encoder = _folder_widget("optional: a pre-trained encoder folder")
+        self.finetune_data = folder_widget("labelled data (OSCD layout)")
+        self.finetune_encoder = folder_widget("optional: a pre-trained encoder folder")
         self.finetune_encoder.fileChanged.connect(self._encoder_changed)
-        self.encoder_label = QLabel("")  # read-only: what the encoder's config.json fixes for fine-tuning
-        self.encoder_label.setObjectName("SwiMDiffEncoderInfo")
-        self.encoder_label.setWordWrap(True)
-        self.encoder_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.finetune_steps = _spin(1, 10_000_000, 600)
-        self.finetune_out = _folder_widget("output model folder")
+        self.encoder_label = info_label("SwiMDiffEncoderInfo")  # what the encoder's config.json fixes
+        self.finetune_steps = spin(1, 10_000_000, 600)
+        self.finetune_out = folder_widget("output model folder")
         button = QPushButton("Fine-tune")
         button.clicked.connect(self.run_finetune)
         self.run_buttons.append(button)
@@ -279,9 +282,10 @@ class SwimDiffDock(QgsDockWidget):
         self._device_task = None
         self.device_label.setText(f"Device: {device if exception is None else exception}")
 
-    def _start(self, start: object) -> None:
+    def _start(self, start: Callable[[], object]) -> None:
+        """Call ``start``; a refused run (ValueError) or a missing worker shows in the status and the message bar."""
         try:
-            start()  # type: ignore[operator]
+            start()
         except (ValueError, WorkerError) as error:
             self.status.setText(str(error))
             self.iface.messageBar().pushWarning("SwiMDiff", str(error))
@@ -299,17 +303,14 @@ class SwimDiffDock(QgsDockWidget):
         """Show what the chosen encoder's config.json fixes (bands, patch size), or why the folder is unusable."""
         folder = folder.strip()
         if not folder:
-            self.encoder_label.setStyleSheet("color: gray")
-            self.encoder_label.setText("Random initialisation: the bands both dates share.")
+            show_info(self.encoder_label, "Random initialisation: the bands both dates share.", "hint")
             return
         try:
             info = read_encoder_info(folder)
         except ValueError as error:
-            self.encoder_label.setStyleSheet("color: #b00020")
-            self.encoder_label.setText(str(error))
+            show_info(self.encoder_label, str(error), "error")
             return
-        self.encoder_label.setStyleSheet("")
-        self.encoder_label.setText(info.describe())
+        show_info(self.encoder_label, info.describe())
 
     def _watch(self, task: WorkerTask) -> None:
         self.progress.setValue(0)
@@ -329,17 +330,3 @@ class SwimDiffDock(QgsDockWidget):
         self.status.setText("done" if ok else "stopped")
         if ok:
             self.progress.setValue(100)
-
-
-def _folder_widget(placeholder: str) -> QgsFileWidget:
-    widget = QgsFileWidget()
-    widget.setStorageMode(QgsFileWidget.GetDirectory)
-    widget.lineEdit().setPlaceholderText(placeholder)
-    return widget
-
-
-def _spin(minimum: int, maximum: int, value: int) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(minimum, maximum)
-    spin.setValue(value)
-    return spin

@@ -2,14 +2,14 @@
 
 The change probability (or CVA magnitude) is a pseudo-colour ramp from the threshold up, transparent below
 it; the change mask is paletted with only "change" coloured (no-change and nodata are transparent). Both
-layers are backed by the worker's GeoTIFF files.
+layers are backed by the worker's GeoTIFF files. (Land-cover layers: ``landcover.py``.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ CHANGE_COLOR = QColor(215, 25, 28)
 RAMP = (QColor(255, 255, 178), QColor(254, 178, 76), QColor(240, 59, 32), QColor(189, 0, 38))
 #: Custom property holding the run's parameters as JSON.
 PARAMETERS_PROPERTY = "swimdiff/parameters"
+#: What a run's outputs name the files by; they are left out of the metadata's parameters.
+OUTPUT_FILES = ("change", "probability", "landcover", "probabilities")
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,17 @@ def style_mask(layer: QgsRasterLayer) -> None:
     layer.triggerRepaint()
 
 
-def style_probability(layer: QgsRasterLayer, threshold: float, maximum: float | None = None) -> None:
+def style_probability(layer: QgsRasterLayer, threshold: float, maximum: float | None = None, band: int = 1) -> None:
     """Pseudo-colour ramp from ``threshold`` to ``maximum``, clipped: values below the threshold are transparent.
 
     Args:
         layer: A probability (0..1) or magnitude layer.
         threshold: The change threshold of the run; the ramp starts there.
         maximum: The top of the ramp; None for the band's maximum.
+        band: The band shown.
     """
     if maximum is None:
-        stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Max)
+        stats = layer.dataProvider().bandStatistics(band, QgsRasterBandStats.Max)
         maximum = float(stats.maximumValue)
     maximum = max(maximum, threshold + 1e-6)
     step = (maximum - threshold) / (len(RAMP) - 1)
@@ -83,28 +86,36 @@ def style_probability(layer: QgsRasterLayer, threshold: float, maximum: float | 
     ramp.setClip(True)  # outside [threshold, maximum]: no colour, i.e. transparent
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
-    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
     renderer.setClassificationMin(threshold)
     renderer.setClassificationMax(maximum)
     layer.setRenderer(renderer)
     layer.triggerRepaint()
 
 
-def describe_run(layer: QgsRasterLayer, title: str, parameters: Mapping[str, Any]) -> None:
+def describe_run(layer: QgsRasterLayer, title: str, parameters: Mapping[str, Any],
+                 keywords: Sequence[str] | None = None) -> None:
     """Put the run's parameters into the layer's metadata (abstract, keywords, history) and a custom property.
 
     Args:
         layer: The layer to describe.
         title: The metadata title.
         parameters: The run's parameters and results (JSON-serialisable values).
+        keywords: The "SwiMDiff" keywords; None for change detection and the run's method.
     """
     metadata = layer.metadata()
     metadata.setTitle(title)
     metadata.setAbstract("\n".join(f"{name}: {value}" for name, value in parameters.items()))
-    metadata.addKeywords("SwiMDiff", ["change detection", str(parameters.get("method", ""))])
+    metadata.addKeywords("SwiMDiff", list(keywords) if keywords is not None
+                         else ["change detection", str(parameters.get("method", ""))])
     metadata.addHistoryItem("swimdiff " + json.dumps(dict(parameters), default=str))
     layer.setMetadata(metadata)
     layer.setCustomProperty(PARAMETERS_PROPERTY, json.dumps(dict(parameters), default=str))
+
+
+def run_results(outputs: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run's layers describe: its parameters and its results, without the output file names."""
+    return {**parameters, **{k: v for k, v in outputs.items() if k not in OUTPUT_FILES}}
 
 
 def add_detection_layers(outputs: Mapping[str, Any], parameters: Mapping[str, Any], run_name: str,
@@ -124,7 +135,7 @@ def add_detection_layers(outputs: Mapping[str, Any], parameters: Mapping[str, An
         ValueError: An output file cannot be opened as a raster layer (the message names it).
     """
     project = project or QgsProject.instance()
-    described = {**parameters, **{k: v for k, v in outputs.items() if k not in ("change", "probability")}}
+    described = run_results(outputs, parameters)
     threshold = float(outputs.get("threshold", 0.5))
     mask = QgsRasterLayer(str(outputs["change"]), f"change mask ({Path(outputs['change']).name})", "gdal")
     if not mask.isValid():

@@ -95,7 +95,7 @@ class SwimDiffPlugin:
 
         panel = QAction(QIcon(str(ICON_PATH)), "SwiMDiff panel", self.iface.mainWindow())
         panel.setObjectName("SwiMDiffPanelAction")
-        panel.setToolTip("Detect changes, pre-train and fine-tune with SwiMDiff")
+        panel.setToolTip("Detect changes, classify land cover, pre-train and fine-tune with SwiMDiff")
         panel.setCheckable(True)
         panel.toggled.connect(self.show_dock)
         self.toolbar.addAction(panel)

@@ -1,8 +1,10 @@
-"""Start detection, pre-training and fine-tuning as QgsTasks and report their outcome in the QGIS window.
+"""Start detection, classification, pre-training and fine-tuning as QgsTasks and report their outcome in the
+QGIS window.
 
 :class:`Runner` is the dock's engine, kept free of widgets so tests drive it directly: it copies layer
 sources on the main thread, starts one :class:`~.tasks.WorkerTask` at a time, turns a finished detection
-into styled layers and shows errors in the message bar in plain words (details in the "SwiMDiff" log).
+or classification into styled layers and shows errors in the message bar in plain words (details in the
+"SwiMDiff" log).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
 from qgis.gui import QgisInterface
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
+from .landcover import add_classification_layers
 from .layers import add_detection_layers
 from .qgis_log import LOG_TAG, log
 from .settings import resolve_worker_python
@@ -42,6 +45,14 @@ def layer_file(layer: QgsRasterLayer | None, role: str) -> str:
     return layer.source().split("|")[0]
 
 
+def classifier_score(outputs: dict[str, Any]) -> str:
+    """The validation score a ``finetune-classify`` run reports, e.g. ``accuracy 0.912 on validation patches``."""
+    for metric in ("accuracy", "micro_map"):
+        if isinstance(outputs.get(metric), float | int):
+            return f"{metric.replace('_', ' ')} {outputs[metric]:.3f} on {outputs.get('evaluated_on', '?')} patches"
+    return "no score"
+
+
 class Runner(QObject):
     """Runs one worker task at a time for the dock and reports the outcome.
 
@@ -53,7 +64,7 @@ class Runner(QObject):
         iface: The QGIS interface (message bar).
         project: Where result layers go.
         task: The running task (kept referenced until it finishes), or None.
-        last_layers: The layers of the last detection, for the caller and tests.
+        last_layers: The layers of the last detection or classification, for the caller and tests.
     """
 
     started = pyqtSignal("PyQt_PyObject")
@@ -111,6 +122,40 @@ class Runner(QObject):
         task.succeeded.connect(lambda result: self._add_layers(result, parameters))
         return self._start(task)
 
+    def classify(self, raster: QgsRasterLayer | None, model: str, out: str = "",
+                 probabilities: bool = False) -> WorkerTask:
+        """Start ``swimdiff classify`` on a layer; the land-cover map becomes a paletted layer in a group.
+
+        Args:
+            raster: The raster layer to classify (its grid is the output grid).
+            model: A ``swimdiff finetune-classify`` model folder.
+            out: The land-cover GeoTIFF; empty for a new file in a temporary folder.
+            probabilities: Also write (and show) the class probabilities beside the map.
+
+        Returns:
+            The started task.
+
+        Raises:
+            ValueError: A parameter is missing or wrong; the message says which and how to fix it.
+            WorkerError: No worker interpreter (``WorkerMissing``).
+        """
+        source = layer_file(raster, "input")
+        if not model:
+            raise ValueError("choose a land-cover classifier folder (written by 'swimdiff finetune-classify')")
+        out_path = Path(out) if out else Path(tempfile.mkdtemp(prefix="swimdiff-")) / "landcover.tif"
+        if out_path.suffix.lower() not in (".tif", ".tiff"):
+            raise ValueError(f"output '{out_path}' is not a GeoTIFF name; use a name ending with .tif")
+        prob_path = out_path.with_name(f"{out_path.stem}_probabilities.tif") if probabilities else None
+        args = ["--raster", source, "--model", model, "--out", str(out_path)]
+        if prob_path is not None:
+            args += ["--probabilities", str(prob_path)]
+        parameters = {"raster": source, "model": model}
+        outputs = [str(out_path)] + ([str(prob_path)] if prob_path else [])
+        task = WorkerTask("SwiMDiff: classify land cover", "classify", args, resolve_worker_python(), parameters,
+                          outputs)
+        task.succeeded.connect(lambda result: self._add_classification(result, parameters))
+        return self._start(task)
+
     def pretrain(self, data: list[str], out: str, steps: int = 1000, batch_size: int = 64) -> WorkerTask:
         """Start ``swimdiff pretrain`` on raster files or folders (unlabelled scenes).
 
@@ -140,6 +185,24 @@ class Runner(QObject):
                           {"data": data, "encoder": encoder or "random init", "steps": steps})
         task.succeeded.connect(lambda result: self._done(
             f"Change model in {result.get('model_dir', out)} (validation F1 {result.get('val_f1', float('nan')):.3f})"))
+        return self._start(task)
+
+    def finetune_classify(self, data: str, out: str, encoder: str = "", epochs: int = 10,
+                          linear_probe: bool = False) -> WorkerTask:
+        """Start ``swimdiff finetune-classify`` on a folder of labelled patches (EuroSAT or BigEarthNet layout).
+
+        Raises:
+            ValueError: No data or no output folder.
+        """
+        if not data or not out:
+            raise ValueError("choose the labelled patches folder (one sub-folder per class) and an output folder")
+        args = ["--data", data, "--out", out, "--epochs", str(epochs)]
+        args += (["--encoder", encoder] if encoder else []) + (["--linear-probe"] if linear_probe else [])
+        task = WorkerTask("SwiMDiff: train a land-cover classifier", "finetune-classify", args,
+                          resolve_worker_python(), {"data": data, "encoder": encoder or "random init",
+                                                    "epochs": epochs, "linear_probe": linear_probe})
+        task.succeeded.connect(lambda result: self._done(f"Land-cover classifier in {result.get('model_dir', out)} "
+                                                         f"({classifier_score(result)})"))
         return self._start(task)
 
     def cancel(self) -> None:
@@ -180,6 +243,18 @@ class Runner(QObject):
             return
         self._done(f"Changes detected: {100 * float(outputs.get('changed_fraction', 0)):.2f} % of the pixels "
                    f"changed (threshold {float(outputs.get('threshold', 0)):.3g})")
+
+    def _add_classification(self, outputs: dict[str, Any], parameters: dict[str, Any]) -> None:
+        try:
+            self.last_layers = add_classification_layers(
+                outputs, parameters, f"SwiMDiff land cover {time.strftime('%H:%M:%S')}", self.project)
+        except ValueError as error:
+            self._report(str(error), Qgis.Critical)
+            return
+        fractions = outputs.get("class_fractions") or {}
+        main = sorted(fractions.items(), key=lambda item: -float(item[1]))[:3]
+        self._done(f"Land cover classified into {len(outputs.get('classes', []))} classes"
+                   + (": " + ", ".join(f"{name} {100 * float(share):.1f} %" for name, share in main) if main else ""))
 
     def _done(self, message: str) -> None:
         log(message, Qgis.Success)

@@ -36,7 +36,8 @@ pytestmark = pytest.mark.qgis
 
 BANDS = ("B02", "B03", "B04", "B08")
 CHANGED = (slice(10, 30), slice(20, 44))  # rows, columns of the generated new building block
-ALGORITHMS = ["swimdiff:detectchange", "swimdiff:evaluatechange", "swimdiff:finetunechange", "swimdiff:pretrain"]
+ALGORITHMS = ["swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange", "swimdiff:finetunechange",
+              "swimdiff:finetuneclassify", "swimdiff:pretrain"]
 CVA = 2  # index of "cva" in swimdiff:detectchange's METHOD options
 
 
@@ -102,7 +103,7 @@ def worker_children() -> list[str]:
     return found
 
 
-def test_the_provider_lists_its_four_algorithms_with_typed_parameters(provider) -> None:
+def test_the_provider_lists_its_six_algorithms_with_typed_parameters(provider) -> None:
     registry = QgsApplication.processingRegistry()
     assert sorted(a.id() for a in registry.providerById("swimdiff").algorithms()) == ALGORITHMS
     detect = registry.algorithmById("swimdiff:detectchange")
@@ -304,6 +305,13 @@ def test_a_graphical_modeler_model_chains_detectchange_with_a_stock_algorithm(pr
      "evaluate --data {tmp} --method cva --device auto --cities bercy --json {tmp}/scores.json --events jsonl",
      {"pooled": {"precision": 0.1, "recall": 0.2, "f1": 0.3, "iou": 0.4}},
      {"REPORT": None, "JSON": "{tmp}/scores.json", "PRECISION": 0.1, "RECALL": 0.2, "F1": 0.3, "IOU": 0.4}),
+    ("swimdiff:finetuneclassify",
+     {"DATA": "{tmp}", "ENCODER": "{tmp}", "EPOCHS": 3, "LINEAR_PROBE": True, "LR": 0.001, "AUGMENT": False,
+      "OUTPUT": "{tmp}/classifier"},
+     "finetune-classify --data {tmp} --out {tmp}/classifier --epochs 3 --batch-size 32 --val-fraction 0.2 --seed 0 "
+     "--arch resnet18 --device auto --encoder {tmp} --lr 0.001 --linear-probe --no-augment --events jsonl",
+     {"model_dir": "{tmp}/classifier", "micro_map": 0.6, "evaluated_on": "validation"},
+     {"OUTPUT": "{tmp}/classifier", "METRIC": "micro_map", "SCORE": 0.6, "CONFUSION_MATRIX": None}),
 ])
 def test_the_training_and_evaluation_algorithms_pass_their_parameters_to_the_cli(
     provider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, algorithm: str, parameters: dict,

@@ -1,4 +1,5 @@
-"""Headless end to end: ``qgis_process.bin run swimdiff:detectchange`` on a real OSCD pair (../shared/data).
+"""Headless end to end: ``qgis_process.bin run swimdiff:detectchange`` on a real OSCD pair (../shared/data), and
+``swimdiff:classify`` on a generated raster with a classifier trained on generated patches.
 
 The plugin is enabled in a fresh QGIS profile with no SwiMDiff setting at all, so the worker interpreter must
 be found on its own (the ``.venv`` in the plugin folder).
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-pytestmark = [pytest.mark.qgis, pytest.mark.realdata]
+pytestmark = pytest.mark.qgis
 
 ROOT = Path(__file__).resolve().parents[1]
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"
@@ -54,6 +55,7 @@ def headless_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("method", ["cva", "model"])
 def test_qgis_process_detects_changes_on_a_real_oscd_pair(method: str, headless_env, shared_data: Path,
                                                           tmp_path: Path) -> None:
@@ -94,3 +96,36 @@ def test_qgis_process_detects_changes_on_a_real_oscd_pair(method: str, headless_
     np.testing.assert_array_equal(mask[valid], (score[valid] > results["USED_THRESHOLD"]).astype(np.uint8))
     assert results["CHANGED_FRACTION"] == pytest.approx(mask[valid].mean())
     assert 0 < results["CHANGED_FRACTION"] < 0.5
+
+
+def test_qgis_process_classifies_land_cover(headless_env, tmp_path: Path) -> None:
+    from test_classify_qgis import CLASSES, NODATA_BLOCK, make_scene, train_classifier
+
+    model = train_classifier(tmp_path / "classifier")
+    scene = make_scene(tmp_path / "scene.tif")
+    out, probabilities = tmp_path / "landcover.tif", tmp_path / "probabilities.tif"
+
+    run = qgis_process("--json", "run", "swimdiff:classify", "--", f"INPUT={scene}", f"MODEL={model}",
+                       f"OUTPUT={out}", f"PROBABILITIES={probabilities}", "BATCH_SIZE=4", env=headless_env)
+
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads(run.stdout)["results"]
+    assert (results["OUTPUT"], results["PROBABILITIES"]) == (str(out), str(probabilities))
+    assert json.loads(results["CLASSES"]) == list(CLASSES)
+    reference, landcover, probability = gdal.Open(str(scene)), gdal.Open(str(out)), gdal.Open(str(probabilities))
+    for dataset in (landcover, probability):
+        assert (dataset.RasterXSize, dataset.RasterYSize) == (reference.RasterXSize, reference.RasterYSize)
+        assert dataset.GetGeoTransform() == reference.GetGeoTransform()
+        assert osr.SpatialReference(wkt=dataset.GetProjection()).GetAuthorityCode(None) == "32631"
+    band = landcover.GetRasterBand(1)
+    ids = band.ReadAsArray()
+    assert band.GetNoDataValue() == MASK_NODATA and band.GetColorTable().GetCount() >= len(CLASSES)
+    assert json.loads(landcover.GetMetadataItem("CLASS_NAMES")) == list(CLASSES)
+    assert (ids[:NODATA_BLOCK, :NODATA_BLOCK] == MASK_NODATA).all()
+    valid = ids != MASK_NODATA
+    assert set(np.unique(ids[valid])) <= {0, 1} and valid.sum() == ids.size - NODATA_BLOCK ** 2
+    shares = probability.ReadAsArray()  # (classes, rows, columns)
+    assert probability.RasterCount == len(CLASSES)
+    np.testing.assert_array_equal(ids[valid], shares[:, valid].argmax(axis=0))
+    fractions = json.loads(results["CLASS_FRACTIONS"])
+    assert fractions == pytest.approx({name: float((ids[valid] == i).mean()) for i, name in enumerate(CLASSES)})

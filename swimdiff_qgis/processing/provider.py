@@ -6,16 +6,19 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..environment import PLUGIN_DIR
+from .classify import ClassifyAlgorithm
 from .detect_change import DetectChangeAlgorithm
 from .evaluate_change import EvaluateChangeAlgorithm
 from .finetune_change import FinetuneChangeAlgorithm
+from .finetune_classify import FinetuneClassifyAlgorithm
 from .pretrain import PretrainAlgorithm
 
 ICON_PATH = PLUGIN_DIR / "resources" / "icon.png"
 
 
 class SwimDiffProvider(QgsProcessingProvider):
-    """Pre-training, fine-tuning, evaluation and change detection, each run by the ``swimdiff`` worker."""
+    """Pre-training, fine-tuning, evaluation, change detection and land-cover classification, each run by the
+    ``swimdiff`` worker."""
 
     def id(self) -> str:
         return "swimdiff"
@@ -24,14 +27,14 @@ class SwimDiffProvider(QgsProcessingProvider):
         return "SwiMDiff"
 
     def longName(self) -> str:  # noqa: N802 (name fixed by QGIS)
-        return "SwiMDiff self-supervised change detection"
+        return "SwiMDiff self-supervised change detection and land-cover classification"
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON_PATH))
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (name fixed by QGIS)
         for algorithm in (DetectChangeAlgorithm(), PretrainAlgorithm(), FinetuneChangeAlgorithm(),
-                          EvaluateChangeAlgorithm()):
+                          EvaluateChangeAlgorithm(), ClassifyAlgorithm(), FinetuneClassifyAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (name fixed by QGIS)

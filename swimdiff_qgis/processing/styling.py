@@ -1,4 +1,5 @@
-"""Style the change layers that Processing loads into a project, as the SwiMDiff panel does (see ``layers.py``).
+"""Style the layers that Processing loads into a project as the SwiMDiff panel does: change layers (see
+``layers.py``) and land-cover layers (see ``landcover.py``).
 
 Processing loads an algorithm's raster outputs after the run (toolbox, batch mode, models, and
 ``processing.runAndLoadResults``) and then calls the post-processor attached to each; ``qgis_process`` and
@@ -18,13 +19,15 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from ..layers import describe_run, style_mask, style_probability
+from ..landcover import KEYWORDS, dominant_class, style_class_probabilities, style_landcover
+from ..layers import describe_run, run_results, style_mask, style_probability
 
 #: Post-processors stay referenced here: Processing keeps only a pointer until it loads the layers.
 _KEPT: list[QgsProcessingLayerPostProcessorInterface] = []
 _KEEP_AT_MOST = 256
 
 MASK, PROBABILITY = "mask", "probability"
+LANDCOVER, PROBABILITIES = "land cover", "class probabilities"
 
 
 class ChangeLayerStyler(QgsProcessingLayerPostProcessorInterface):
@@ -62,6 +65,40 @@ class ChangeLayerStyler(QgsProcessingLayerPostProcessorInterface):
         describe_run(layer, f"SwiMDiff change {self.role}", self.described)
 
 
+class LandCoverLayerStyler(QgsProcessingLayerPostProcessorInterface):
+    """Styles a loaded land-cover map (paletted, class names as legend) or its class probabilities.
+
+    Attributes:
+        role: :data:`LANDCOVER` or :data:`PROBABILITIES`.
+        outputs: The worker's result (``classes``, ``colors``, ``class_fractions``...).
+        described: The run's parameters and results, for the layer metadata.
+    """
+
+    def __init__(self, role: str, outputs: Mapping[str, Any], described: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.role = role
+        self.outputs = dict(outputs)
+        self.described = dict(described)
+
+    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 (QGIS name)
+                         feedback: QgsProcessingFeedback) -> None:
+        """Style the layer Processing has just added to the project.
+
+        Args:
+            layer: The loaded output layer.
+            context: The algorithm's context.
+            feedback: The algorithm's feedback.
+        """
+        if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+            return
+        if self.role == LANDCOVER:
+            style_landcover(layer, [str(name) for name in self.outputs.get("classes") or []],
+                            self.outputs.get("colors"))
+        else:
+            style_class_probabilities(layer, dominant_class(self.outputs) + 1)
+        describe_run(layer, f"SwiMDiff {self.role}", self.described, KEYWORDS)
+
+
 def style_when_loaded(context: QgsProcessingContext, path: str, role: str, outputs: Mapping[str, Any],
                       parameters: Mapping[str, Any]) -> bool:
     """Attach a :class:`ChangeLayerStyler` to an output that Processing will load into a project.
@@ -76,11 +113,32 @@ def style_when_loaded(context: QgsProcessingContext, path: str, role: str, outpu
     Returns:
         True when the output will be loaded (and so styled), False otherwise.
     """
+    styler = ChangeLayerStyler(role, float(outputs.get("threshold", 0.5)), str(outputs.get("method", "model")),
+                               run_results(outputs, parameters))
+    return _attach(context, path, styler)
+
+
+def style_landcover_when_loaded(context: QgsProcessingContext, path: str, role: str, outputs: Mapping[str, Any],
+                                parameters: Mapping[str, Any]) -> bool:
+    """Attach a :class:`LandCoverLayerStyler` to an output that Processing will load into a project.
+
+    Args:
+        context: The algorithm's context.
+        path: The output file, as the destination parameter gave it.
+        role: :data:`LANDCOVER` or :data:`PROBABILITIES`.
+        outputs: The worker's result (``classes``, ``colors``, ``class_fractions``...).
+        parameters: What the run was asked, for the metadata.
+
+    Returns:
+        True when the output will be loaded (and so styled), False otherwise.
+    """
+    return _attach(context, path, LandCoverLayerStyler(role, outputs, run_results(outputs, parameters)))
+
+
+def _attach(context: QgsProcessingContext, path: str, styler: QgsProcessingLayerPostProcessorInterface) -> bool:
+    """Make ``styler`` the post-processor of ``path`` if Processing loads it (and keep it referenced)."""
     if not path or not context.willLoadLayerOnCompletion(path):
         return False
-    described = {**parameters, **{k: v for k, v in outputs.items() if k not in ("change", "probability")}}
-    styler = ChangeLayerStyler(role, float(outputs.get("threshold", 0.5)), str(outputs.get("method", "model")),
-                               described)
     _KEPT.append(styler)
     del _KEPT[:-_KEEP_AT_MOST]
     context.layerToLoadOnCompletionDetails(path).setPostProcessor(styler)
