@@ -1,5 +1,5 @@
-"""The SwiMDiff dock: Detect changes, Pre-train, Fine-tune, Classify land cover and Train classifier tabs,
-progress, cancel, device and a live loss plot.
+"""The SwiMDiff dock: one page per task (Detect changes, Pre-train, Fine-tune, Classify land cover, Train a
+land-cover classifier) chosen from a drop-down list, then progress, cancel, device and a live loss plot.
 
 Widgets only: every run goes through :class:`~.runs.Runner`; the land-cover tabs are in ``landcover_tabs.py``.
 """
@@ -25,7 +25,6 @@ from qgis.PyQt.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -36,7 +35,7 @@ from .model_info import read_encoder_info
 from .runs import METHODS, Runner
 from .settings import resolve_worker_python
 from .tasks import WorkerTask
-from .widgets import folder_widget, geotiff_widget, info_label, show_info, spin
+from .widgets import TaskPages, folder_widget, geotiff_widget, info_label, show_info, spin
 from .worker import WorkerError, probe_device
 
 logger = logging.getLogger(__name__)
@@ -113,15 +112,14 @@ class SwimDiffDock(QgsDockWidget):
         self.run_buttons: list[QPushButton] = []
         body = QWidget()
         layout = QVBoxLayout(body)
-        self.tabs = QTabWidget()
+        self.tabs = TaskPages()
         self.classify_tab = ClassifyTab(runner, self._start)
         self.train_classifier_tab = TrainClassifierTab(runner, self._start, self.classify_tab.set_model)
-        for page, label, action in ((self._detect_tab(), "Detect", "Detect changes"),
-                                    (self._pretrain_tab(), "Pre-train", "Pre-train an encoder (SwiMDiff)"),
-                                    (self._finetune_tab(), "Fine-tune", "Fine-tune a change model"),
-                                    (self.classify_tab, "Land cover", "Classify land cover"),
-                                    (self.train_classifier_tab, "Train classes", "Train classifier")):
-            self.tabs.setTabToolTip(self.tabs.addTab(page, label), action)  # short labels: five fit a narrow dock
+        for page, label in ((self._detect_tab(), "Detect changes"), (self._pretrain_tab(), "Pre-train an encoder"),
+                            (self._finetune_tab(), "Fine-tune a change model"),
+                            (self.classify_tab, "Classify land cover"),
+                            (self.train_classifier_tab, "Train a land-cover classifier")):
+            self.tabs.addTab(page, label)
         self.run_buttons += self.classify_tab.run_buttons + self.train_classifier_tab.run_buttons
         layout.addWidget(self.tabs)
         self.device_label = QLabel("Device: not checked yet")

@@ -17,9 +17,10 @@ CLASSIFY_KIND = "swimdiff-classify"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 #: What an invalid folder message ends with: how to fix it.
-ENCODER_FIX = ("choose a folder written by 'swimdiff pretrain' (Pre-train tab), or leave Encoder empty for random "
-               "weights")
-CLASSIFIER_FIX = "choose a folder written by 'swimdiff finetune-classify' (Train classifier tab)"
+ENCODER_FIX = ("choose a folder written by 'swimdiff pretrain' (the panel's 'Pre-train an encoder' page), or leave "
+               "Encoder empty for random weights")
+CLASSIFIER_FIX = ("choose a folder written by 'swimdiff finetune-classify' (the panel's 'Train a land-cover "
+                  "classifier' page)")
 #: How many class names a one-line summary lists before "+N more".
 LISTED_CLASSES = 8
 

@@ -1,21 +1,33 @@
 """Runs inside the QGIS desktop (``qgis --code screenshot_scene.py``) for tests/test_screenshot.py.
 
-It reads the scene from the JSON file named by ``$SWIMDIFF_SCENE`` (two RGB rasters, the outputs of a
-``swimdiff detect`` run), shows them with the plugin's own styling (``layers.add_detection_layers``), opens
-the SwiMDiff panel, zooms to the change map, waits for the map and the panel's device check, then writes
-the ``ready`` file the test waits for before it grabs the screen. Problems go to the ``error`` file.
+It reads the scene from the JSON file named by ``$SWIMDIFF_SCENE`` and shows it with the plugin's own
+styling: for ``"kind": "change"`` two RGB rasters and the outputs of a ``swimdiff detect`` run
+(``layers.add_detection_layers``, the panel's Detect tab); for ``"kind": "landcover"`` an RGB raster under
+the outputs of a ``swimdiff classify`` run (``landcover.add_classification_layers``, the panel's Land cover
+tab). It zooms to the result, waits for the map and the panel's device check, then writes the ``ready``
+file (a report of the message bar, the legend and the panel) the test waits for before it grabs the
+screen. Problems go to the ``error`` file.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import (
+    QgsApplication,
+    QgsContrastEnhancement,
+    QgsMapLayer,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRasterMinMaxOrigin,
+)
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QDockWidget
 from qgis.utils import iface, plugins
@@ -24,42 +36,84 @@ SCENE = json.loads(Path(os.environ["SWIMDIFF_SCENE"]).read_text())
 TIMEOUT = 90  # seconds to wait for the device check and the map
 
 
+def add_raster(key: str, name: str, project: QgsProject) -> QgsRasterLayer:
+    """Add the scene's raster ``key`` with its legend folded (the result's legend gets the room)."""
+    raster = QgsRasterLayer(SCENE[key], name, "gdal")
+    if not raster.isValid():
+        raise ValueError(f"'{SCENE[key]}' cannot be opened as a raster layer")
+    project.addMapLayer(raster)
+    project.layerTreeRoot().findLayer(raster.id()).setExpanded(False)
+    return raster
+
+
+def show_change(plugin: Any, package: ModuleType, project: QgsProject) -> QgsMapLayer:
+    """Two RGB dates and a detection's layers; the Detect tab with the dates chosen. Returns the change map."""
+    rasters = {key: add_raster(key, SCENE[f"{key}_name"], project) for key in ("t1", "t2")}
+    added = package.layers.add_detection_layers(SCENE["outputs"], SCENE["parameters"], SCENE["group"], project)
+    root = project.layerTreeRoot()
+    root.findLayer(rasters["t1"].id()).setItemVisibilityChecked(False)  # the later image under the change map
+    if added.probability is not None:
+        root.findLayer(added.probability.id()).setItemVisibilityChecked(False)  # its legend stays readable
+    dock = plugin.dock
+    dock.tabs.setCurrentIndex(0)
+    dock.t1_combo.setLayer(rasters["t1"])
+    dock.t2_combo.setLayer(rasters["t2"])
+    return added.mask
+
+
+def show_landcover(plugin: Any, package: ModuleType, project: QgsProject) -> QgsMapLayer:
+    """An RGB raster under a classification's land cover; the Land cover page filled in. Returns the map."""
+    raster = add_raster("raster", SCENE["raster_name"], project)
+    raster.setContrastEnhancement(QgsContrastEnhancement.StretchToMinimumMaximum, QgsRasterMinMaxOrigin.CumulativeCut)
+    added = package.landcover.add_classification_layers(SCENE["outputs"], SCENE["parameters"], SCENE["group"],
+                                                        project)
+    added.landcover.renderer().setOpacity(SCENE["opacity"])  # the scene shows through the classes
+    tab = plugin.dock.classify_tab
+    plugin.dock.tabs.setCurrentWidget(tab)
+    tab.raster_combo.setLayer(raster)
+    tab.set_model(SCENE["model"])
+    tab.output_widget.setFilePath(SCENE["outputs"]["landcover"])
+    return added.landcover
+
+
+SCENES = {"change": show_change, "landcover": show_landcover}
+
+
+def report(dock: Any, result: QgsMapLayer) -> dict[str, Any]:
+    """What the screenshot shows, for the test: device, message bar, the result's legend, the panel."""
+    tree = QgsProject.instance().layerTreeRoot().findLayer(result.id())
+    model = iface.layerTreeView().layerTreeModel()
+    tab = dock.classify_tab
+    return {"device": dock.device_label.text(),
+            "messages": [[int(item.level()), f"{item.title()}: {item.text()}"] for item in iface.messageBar().items()],
+            "legend": [node.data(Qt.DisplayRole) for node in model.layerLegendNodes(tree)],
+            "tab": dock.tabs.tabText(dock.tabs.currentIndex()),
+            "classify": {"raster": tab.raster_combo.currentLayer().name() if tab.raster_combo.currentLayer() else "",
+                         "model": tab.model_widget.filePath()}}
+
+
 def build() -> None:
-    """Add the layers, open the panel, zoom; then wait for the rendering."""
+    """Add the scene's layers, open the panel, zoom; then wait for the rendering."""
     window = iface.mainWindow()
     window.setGeometry(0, 0, *SCENE["size"])
     browser, layer_panel = (window.findChild(QDockWidget, name) for name in ("Browser", "Layers"))
     if browser is not None:
         browser.hide()  # the Layers panel gets the whole height: every legend entry readable
     plugin = plugins[SCENE["plugin"]]
-    package = type(plugin).__module__.rsplit(".", 1)[0]
-    layers = sys.modules[f"{package}.layers"]
-
-    project = QgsProject.instance()
-    rasters = {}
-    for key, name in (("t1", SCENE["t1_name"]), ("t2", SCENE["t2_name"])):
-        rasters[key] = QgsRasterLayer(SCENE[key], name, "gdal")
-        project.addMapLayer(rasters[key])
-    added = layers.add_detection_layers(SCENE["outputs"], SCENE["parameters"], SCENE["group"], project)
-    root = project.layerTreeRoot()
-    root.findLayer(rasters["t1"].id()).setItemVisibilityChecked(False)  # the later image under the change map
-    for raster in rasters.values():
-        root.findLayer(raster.id()).setExpanded(False)
-    if added.probability is not None:
-        root.findLayer(added.probability.id()).setItemVisibilityChecked(False)  # its legend stays readable
-    iface.setActiveLayer(added.mask)
-
+    package = importlib.import_module(type(plugin).__module__.rsplit(".", 1)[0])
+    for module in ("layers", "landcover"):
+        importlib.import_module(f"{package.__name__}.{module}")
     plugin.show_dock(True)
     dock = plugin.dock
-    dock.t1_combo.setLayer(rasters["t1"])
-    dock.t2_combo.setLayer(rasters["t2"])
-    dock.progress.setValue(100)  # the panel as a detection run leaves it
+    result = SCENES[SCENE["kind"]](plugin, package, QgsProject.instance())
+    iface.setActiveLayer(result)
+    dock.progress.setValue(100)  # the panel as a run leaves it
     dock.status.setText("done")
     if layer_panel is not None:
         window.resizeDocks([layer_panel, dock], [340, 380], Qt.Horizontal)
 
     canvas = iface.mapCanvas()
-    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(added.mask, added.mask.extent()))
+    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(result, result.extent()))
     canvas.refresh()
     started = time.monotonic()
 
@@ -73,9 +127,8 @@ def build() -> None:
             if item.title() == "Task complete":  # window manager: the device check (torch loads for seconds)
                 bar.popWidget(item)
         bar.pushMessage("SwiMDiff", SCENE["message"], 3, 0)  # Qgis.Success, as after a run
-        report = {"device": dock.device_label.text(),
-                  "messages": [[int(item.level()), f"{item.title()}: {item.text()}"] for item in bar.items()]}
-        QTimer.singleShot(1500, lambda: Path(SCENE["ready"]).write_text(json.dumps(report)))
+        shown = report(dock, result)
+        QTimer.singleShot(1500, lambda: Path(SCENE["ready"]).write_text(json.dumps(shown)))
 
     QTimer.singleShot(1000, wait)
 

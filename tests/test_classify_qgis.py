@@ -192,9 +192,9 @@ def wait_until_idle(dock, timeout: float = 240) -> None:
 
 def test_the_classify_tab_shows_the_classifiers_classes_or_why_it_is_unusable(dock, qgis_iface, tmp_path) -> None:
     tab = dock.classify_tab
-    assert dock.tabs.tabToolTip(dock.tabs.indexOf(tab)) == "Classify land cover"
+    assert dock.tabs.tabText(dock.tabs.indexOf(tab)) == "Classify land cover"
     assert tab.model_label.text() == ("No classifier chosen: choose a folder written by 'swimdiff "
-                                      "finetune-classify' (Train classifier tab).")
+                                      "finetune-classify' (the panel's 'Train a land-cover classifier' page).")
     tab.set_model(str(write_classifier_config(tmp_path / "clf")))
     assert tab.model_label.text() == "2 classes: Forest, Sea; bands B02, B03, B04; 64 px patches"
     assert "b00020" not in tab.model_label.styleSheet()
@@ -265,7 +265,7 @@ def test_the_train_classifier_tab_trains_and_hands_the_model_to_the_classify_tab
     python.chmod(0o755)
     monkeypatch.setenv("SWIMDIFF_PYTHON", str(python))
     tab = dock.train_classifier_tab
-    assert dock.tabs.tabToolTip(dock.tabs.indexOf(tab)) == "Train classifier"
+    assert dock.tabs.tabText(dock.tabs.indexOf(tab)) == "Train a land-cover classifier"
     tab.data_widget.setFilePath(str(tmp_path / "data"))
     tab.output_widget.setFilePath(str(model))
     tab.epochs_spin.setValue(3)

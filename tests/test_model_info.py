@@ -48,7 +48,8 @@ def test_the_real_pretrained_models_of_this_repository_read(tmp_path: Path) -> N
     assert info.bands and info.arch.startswith("resnet") and info.patch_size
 
 
-FIX = "choose a folder written by 'swimdiff pretrain' (Pre-train tab), or leave Encoder empty for random weights"
+FIX = ("choose a folder written by 'swimdiff pretrain' (the panel's 'Pre-train an encoder' page), or leave Encoder "
+       "empty for random weights")
 
 
 @pytest.mark.parametrize(("make", "message"), [

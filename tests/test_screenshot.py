@@ -1,17 +1,25 @@
-"""The README's screenshot: the real QGIS desktop under Xvfb with a change map of Nantes from the default model.
+"""The README's screenshots: the real QGIS desktop under Xvfb with the plugin's results on real data.
 
-Skipped unless Xvfb, QGIS, ImageMagick's ``import`` and ../shared/data are here. It builds RGB VRTs of the
-two OSCD Nantes dates, runs ``swimdiff detect`` with the shipped model, starts QGIS on a fresh profile with
-the plugin enabled and ``tests/screenshot_scene.py`` as startup code, grabs the screen and writes
-``docs/screenshots/qgis-change-map.png`` (``$SWIMDIFF_SCREENSHOT`` names another file). About a minute.
+Skipped unless Xvfb, QGIS, ImageMagick's ``import`` and ../shared/data are here. Each test makes its inputs
+with the real ``swimdiff`` CLI, starts QGIS on a fresh profile with the plugin enabled and
+``tests/screenshot_scene.py`` as startup code, grabs the screen and writes a PNG to ``docs/screenshots/``
+(``$SWIMDIFF_SCREENSHOTS`` names another folder):
+
+- ``qgis-change-map.png``: RGB VRTs of the two OSCD Nantes dates and ``swimdiff detect``'s change map from
+  the shipped model (about 30 s on 2 busy cores);
+- ``qgis-landcover.png``: an 8-bit RGB rendering of the Boadella Sentinel-2 scene and ``swimdiff classify``'s
+  land-cover map from a classifier trained on the 100 EuroSAT patches (about a minute; it reuses
+  ``runs/demo-landcover/model`` when ``make demo-landcover`` has written one).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,15 +30,16 @@ import pytest
 from conftest import REPO, SHARED_DATA
 
 NANTES = SHARED_DATA / "oscd" / "images" / "nantes"
+BOADELLA = SHARED_DATA / "multitemporal" / "boadella_s2l2a_12dates" / "Boadella_2021-06-26.tif"
+EUROSAT = SHARED_DATA / "classification" / "eurosat_small" / "rgb_100"
+DEMO_CLASSIFIER = REPO / "runs" / "demo-landcover" / "model"
 SCREEN = (1600, 1000)
 PLUGIN_NAME = "swimdiff"
-DEFAULT_SHOT = REPO / "docs" / "screenshots" / "qgis-change-map.png"
 NEEDED = ("Xvfb", "qgis", "import", "gdalbuildvrt")
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.realdata,
-    pytest.mark.skipif(not NANTES.is_dir(), reason="../shared/data/oscd/images/nantes is not here"),
     pytest.mark.skipif(any(shutil.which(tool) is None for tool in NEEDED),
                        reason=f"needs {', '.join(NEEDED)} (make setup installs them)"),
 ]
@@ -63,12 +72,11 @@ def rgb_vrt(folder: Path, out: Path) -> Path:
     return out
 
 
-def detect(tmp_path: Path) -> dict:
-    """``swimdiff detect`` with the shipped model on the two Nantes dates; its result event's outputs."""
-    completed = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "swimdiff"), "detect", "--t1", str(NANTES / "imgs_1"), "--t2",
-         str(NANTES / "imgs_2"), "--out", str(tmp_path / "change.tif"), "--probability", str(tmp_path / "prob.tif"),
-         "--events", "jsonl"], cwd=REPO, capture_output=True, text=True, timeout=600, check=True)
+def swimdiff(*args: str) -> dict:
+    """Run the ``swimdiff`` CLI (``python -m core.cli``) with JSON-lines events; its result event's outputs."""
+    completed = subprocess.run([sys.executable, "-m", "core.cli", *args, "--events", "jsonl"], cwd=REPO,
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
     (result,) = [e for e in map(json.loads, completed.stdout.splitlines()) if e.get("event") == "result"]
     return result["outputs"]
 
@@ -84,26 +92,19 @@ def fresh_profile(config: Path) -> None:
         "[core]", "NewsFeed\\\\httpsfeedqgisorg\\\\disabled=true", ""]))
 
 
-def test_qgis_shows_a_styled_change_map_and_the_panel(tmp_path: Path, display: str) -> None:
-    t1 = rgb_vrt(NANTES / "imgs_1", tmp_path / "nantes_t1_rgb.vrt")
-    t2 = rgb_vrt(NANTES / "imgs_2", tmp_path / "nantes_t2_rgb.vrt")
-    outputs = detect(tmp_path)
-    dates = dict(line.split(": ") for line in (NANTES / "dates.txt").read_text().splitlines() if ": " in line)
-    day = {key: f"{value[:4]}-{value[4:6]}-{value[6:]}" for key, value in dates.items()}
+def show_in_qgis(tmp_path: Path, display: str, scene: dict) -> tuple[dict, np.ndarray]:
+    """Start QGIS with ``screenshot_scene.py`` on ``scene``, wait until it is shown and grab the screen.
+
+    Returns:
+        The scene's report (device, message bar, legend, panel tab) and the (H, W, 3) screenshot; the PNG
+        itself is ``tmp_path / "screen.png"``.
+    """
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / PLUGIN_NAME).symlink_to(REPO, target_is_directory=True)
     fresh_profile(tmp_path / "config")
-    scene = {
-        "plugin": PLUGIN_NAME, "size": SCREEN, "t1": str(t1), "t2": str(t2), "outputs": outputs,
-        "t1_name": f"Nantes {day['date_1']} (t1, RGB)", "t2_name": f"Nantes {day['date_2']} (t2, RGB)",
-        "group": "SwiMDiff change (default model)",
-        "parameters": {"t1": str(NANTES / "imgs_1"), "t2": str(NANTES / "imgs_2"), "method": "model",
-                       "model": "default"},
-        "message": f"Changes detected: {100 * outputs['changed_fraction']:.2f} % of the pixels changed "
-                   f"(threshold {outputs['threshold']:.3g})",
-        "ready": str(tmp_path / "ready"), "error": str(tmp_path / "error"),
-    }
+    scene = {**scene, "plugin": PLUGIN_NAME, "size": SCREEN, "ready": str(tmp_path / "ready"),
+             "error": str(tmp_path / "error")}
     (tmp_path / "scene.json").write_text(json.dumps(scene))
     env = {**os.environ, "DISPLAY": display, "QGIS_PLUGINPATH": str(plugins),
            "SWIMDIFF_SCENE": str(tmp_path / "scene.json"), "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "config")}
@@ -130,11 +131,81 @@ def test_qgis_shows_a_styled_change_map_and_the_panel(tmp_path: Path, display: s
     assert [text for level, text in report["messages"] if level in (1, 2)] == []  # no warnings, no errors
     image = read_png(shot)
     assert image.shape[:2] == (SCREEN[1], SCREEN[0])
+    return report, image
+
+
+def save_screenshot(tmp_path: Path, name: str) -> None:
+    """Copy the checked screenshot to ``docs/screenshots/<name>`` (or ``$SWIMDIFF_SCREENSHOTS/<name>``)."""
+    out = Path(os.environ.get("SWIMDIFF_SCREENSHOTS", REPO / "docs" / "screenshots")) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tmp_path / "screen.png", out)
+
+
+@pytest.mark.skipif(not NANTES.is_dir(), reason="../shared/data/oscd/images/nantes is not here")
+def test_qgis_shows_a_styled_change_map_and_the_panel(tmp_path: Path, display: str) -> None:
+    t1 = rgb_vrt(NANTES / "imgs_1", tmp_path / "nantes_t1_rgb.vrt")
+    t2 = rgb_vrt(NANTES / "imgs_2", tmp_path / "nantes_t2_rgb.vrt")
+    outputs = swimdiff("detect", "--t1", str(NANTES / "imgs_1"), "--t2", str(NANTES / "imgs_2"), "--out",
+                       str(tmp_path / "change.tif"), "--probability", str(tmp_path / "prob.tif"))
+    dates = dict(line.split(": ") for line in (NANTES / "dates.txt").read_text().splitlines() if ": " in line)
+    day = {key: f"{value[:4]}-{value[4:6]}-{value[6:]}" for key, value in dates.items()}
+    scene = {
+        "kind": "change", "t1": str(t1), "t2": str(t2), "outputs": outputs,
+        "t1_name": f"Nantes {day['date_1']} (t1, RGB)", "t2_name": f"Nantes {day['date_2']} (t2, RGB)",
+        "group": "SwiMDiff change (default model)",
+        "parameters": {"t1": str(NANTES / "imgs_1"), "t2": str(NANTES / "imgs_2"), "method": "model",
+                       "model": "default"},
+        "message": f"Changes detected: {100 * outputs['changed_fraction']:.2f} % of the pixels changed "
+                   f"(threshold {outputs['threshold']:.3g})",
+    }
+    report, image = show_in_qgis(tmp_path, display, scene)
+    assert report["tab"] == "Detect changes"
     red = (image[..., 0] > 180) & (image[..., 1] < 60) & (image[..., 2] < 60)  # the change mask's colour
     assert red.sum() > 100, "no change pixels are visible on the map"
-    out = Path(os.environ.get("SWIMDIFF_SCREENSHOT", DEFAULT_SHOT))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, out)
+    save_screenshot(tmp_path, "qgis-change-map.png")
+
+
+def render_rgb(scene: Path, out: Path) -> Path:
+    """``scripts/demo_landcover.py``'s 8-bit B04, B03, B02 rendering (the scale EuroSAT's JPGs have)."""
+    spec = importlib.util.spec_from_file_location("demo_landcover", REPO / "scripts" / "demo_landcover.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo.render_rgb(scene, out)
+
+
+def classifier(tmp_path: Path) -> Path:
+    """The demo's classifier when ``make demo-landcover`` wrote one, else a quick linear probe on EuroSAT."""
+    if (DEMO_CLASSIFIER / "config.json").is_file():
+        return DEMO_CLASSIFIER
+    outputs = swimdiff("finetune-classify", "--data", str(EUROSAT), "--out", str(tmp_path / "model"), "--epochs", "3",
+                       "--linear-probe")
+    return Path(outputs["model_dir"])
+
+
+@pytest.mark.skipif(not (BOADELLA.is_file() and EUROSAT.is_dir()),
+                    reason="../shared/data's Boadella scene or EuroSAT patches are not here")
+def test_qgis_shows_a_land_cover_map_with_its_classes_and_the_panel(tmp_path: Path, display: str) -> None:
+    rgb = render_rgb(BOADELLA, tmp_path / "boadella_rgb.tif")
+    model = classifier(tmp_path)
+    outputs = swimdiff("classify", "--raster", str(rgb), "--model", str(model), "--out",
+                       str(tmp_path / "landcover.tif"))
+    main = sorted(outputs["class_fractions"].items(), key=lambda item: -item[1])[:3]
+    scene = {
+        "kind": "landcover", "raster": str(rgb), "raster_name": "Boadella 2021-06-26 (RGB)",
+        "model": str(model), "outputs": outputs, "group": "SwiMDiff land cover (EuroSAT classifier)",
+        "parameters": {"raster": str(rgb), "model": str(model)}, "opacity": 0.6,
+        "message": f"Land cover classified into {len(outputs['classes'])} classes: "
+                   + ", ".join(f"{name} {100 * share:.1f} %" for name, share in main),
+    }
+    report, image = show_in_qgis(tmp_path, display, scene)
+    assert report["tab"] == "Classify land cover"
+    assert report["legend"][1:] == outputs["classes"]  # under the band's title, one entry per class, by id
+    assert report["classify"] == {"raster": scene["raster_name"], "model": str(model)}
+    pixels = image.reshape(-1, 3)
+    for name, color in zip(outputs["classes"], outputs["colors"]):  # each legend swatch, at full colour
+        assert (pixels == color).all(axis=1).sum() >= 40, f"the legend shows no {name} swatch {color}"
+    save_screenshot(tmp_path, "qgis-landcover.png")
 
 
 def read_png(path: Path) -> np.ndarray:
