@@ -7,7 +7,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin xvfb xauth python3-ven
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv demo demo-pretrain default-model test lint bench-pretrain bench-detect bench-ablation clean zip deploy
+.PHONY: setup apt venv demo demo-pretrain demo-landcover default-model test lint bench-pretrain bench-detect bench-ablation bench-classify clean zip deploy
 
 ## setup: everything the project needs, idempotent (apt packages when missing, .venv, pinned pip deps)
 setup: apt $(STAMP)
@@ -34,6 +34,10 @@ demo: setup
 demo-pretrain: setup
 	$(PY) scripts/demo_pretrain.py --data $(DATA)
 
+## demo-landcover: train a land-cover classifier on 100 real EuroSAT patches, map a real Sentinel-2 scene (~2 min CPU)
+demo-landcover: setup
+	$(PY) scripts/demo_landcover.py --data $(DATA)
+
 ## default-model: re-create resources/models/oscd-change (pre-train 1500 steps, fine-tune, score; ~45 min CPU)
 default-model: setup
 	$(PY) scripts/make_default_model.py --data $(DATA)
@@ -58,6 +62,10 @@ bench-detect: setup
 ## bench-ablation: random init vs MoCo vs MoCo+SwM vs MoCo+diffusion vs SwiMDiff, equal budget (~90 min CPU)
 bench-ablation: setup
 	$(PY) bench/ablation.py --data $(DATA)
+
+## bench-classify: random init vs SwiMDiff encoder on the small real land-cover samples (~35 min CPU; ENCODER=DIR skips ~30 min pre-training)
+bench-classify: setup
+	$(PY) bench/bench_classify.py --data $(DATA) $(if $(ENCODER),--encoder $(ENCODER))
 
 ## zip: dist/swimdiff.zip for QGIS's "Install from ZIP" (plugin, core, resources; no tests or dev files)
 ZIP ?= dist/swimdiff.zip
