@@ -109,7 +109,7 @@ def _run_classify(args: argparse.Namespace, reporter: Reporter) -> dict:
                                 progress=reporter.progress, should_stop=stop)
     for name, share in sorted(result.class_fractions.items(), key=lambda item: -item[1]):
         logger.info("%-40s %5.1f %%", name, 100 * share)
-    logger.info("land-cover map %s (%d classes, windows of %d px, overlap %d, %.2f Mpx/s on %s)", result.landcover,
+    logger.info("land-cover map %s (%d classes, windows of %d px, overlap %d, %.3g Mpx/s on %s)", result.landcover,
                 len(result.classes), result.window, result.overlap, result.megapixels_per_second, result.device)
     outputs = {"landcover": str(result.landcover), "model": str(args.model), "classes": result.classes,
                "colors": [list(color) for color in result.colors], "class_fractions": result.class_fractions,
