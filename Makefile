@@ -63,7 +63,7 @@ bench-detect: setup
 bench-ablation: setup
 	$(PY) bench/ablation.py --data $(DATA)
 
-## bench-classify: random init vs SwiMDiff encoder on the small real land-cover samples (~35 min CPU; ENCODER=DIR skips ~30 min pre-training)
+## bench-classify: random init vs SwiMDiff encoder on the small real land-cover samples (~30 min CPU; ENCODER=DIR skips ~30 min pre-training)
 bench-classify: setup
 	$(PY) bench/bench_classify.py --data $(DATA) $(if $(ENCODER),--encoder $(ENCODER))
 
