@@ -34,7 +34,7 @@ demo: setup
 demo-pretrain: setup
 	$(PY) scripts/demo_pretrain.py --data $(DATA)
 
-## demo-landcover: train a land-cover classifier on 100 real EuroSAT patches, map a real Sentinel-2 scene (~2 min CPU)
+## demo-landcover: train a land-cover classifier on 100 real EuroSAT patches, map a real Sentinel-2 scene (~3 min CPU)
 demo-landcover: setup
 	$(PY) scripts/demo_landcover.py --data $(DATA)
 

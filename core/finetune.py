@@ -92,13 +92,14 @@ def best_threshold(probabilities: list[np.ndarray], labels: list[np.ndarray]) ->
 def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: list[str], val_cities: list[str],
                     train: TrainConfig, encoder_dir: str | Path | None = None, arch: str = "resnet18",
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
-                    eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0,
+                    eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0, jitter: float = 0.0,
                     progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
     """Fine-tune change detection and write a ``swimdiff-change`` model folder.
 
     ``ema`` is the decay of the weight average that is validated and saved (0: the raw weights).
+    ``jitter`` is the strength of a random per-band gain and offset of each date (0: off).
     ``val_fraction`` > 0 also validates on the bottom rows of every training city, which training
     patches then never touch (see :func:`~core.data.change_patches.split_rows`).
 
@@ -144,7 +145,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
                                   weight_decay=train.weight_decay)
     average = WeightAverage(model, ema) if ema > 0 else None
-    dataset = ChangePatchDataset(train_stacks, patch_size, train.steps * train.batch_size, seed=train.seed)
+    dataset = ChangePatchDataset(train_stacks, patch_size, train.steps * train.batch_size, seed=train.seed,
+                                 jitter=jitter)
     loader = DataLoader(dataset, batch_size=train.batch_size, num_workers=0, shuffle=False)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"f1": -1.0, "step": 0, "threshold": 0.5, "state": None, "scores": {}}
@@ -192,6 +194,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         "metrics": {"best_step": best["step"], **{f"val_{k}": v for k, v in best["scores"].items()}},
         "train": train.to_dict(),
         "ema": ema,
+        "jitter": jitter,
         "provenance": {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "swimdiff_version": __version__,
             "encoder": str(encoder_dir) if encoder_dir else None,

@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_oscd
 from core.cli import main
-from core.data.change_patches import CityStack, split_rows
+from core.data.change_patches import ChangePatchDataset, CityStack, split_rows
 from core.finetune import WeightAverage, best_threshold, load_change_model
 from core.losses import change_loss
 from core.models.siamese import SiameseUNet
@@ -105,6 +105,22 @@ def test_split_rows_holds_out_the_bottom_rows_for_validation() -> None:
     train, val = split_rows(CityStack("c", x, x + 1, label), 0.25)
     assert train.shape == (30, 10) and val.shape == (10, 10) and "c" in val.name
     np.testing.assert_array_equal(np.concatenate([train.x2, val.x2], axis=1), x + 1)
+
+
+def test_jitter_changes_each_date_by_a_gain_and_offset_per_band_and_leaves_the_mask() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 40, 40)).astype(np.float32)
+    label = (rng.random((40, 40)) < 0.1).astype(np.uint8)
+    city = CityStack("c", x, x.copy(), label)
+    plain, jittered = (ChangePatchDataset([city], 32, 4, seed=3, jitter=j)[1] for j in (0.0, 0.2))
+    assert torch.equal(plain["label"], jittered["label"]) and torch.equal(plain["x1"], plain["x2"])
+    assert not torch.allclose(jittered["x1"], jittered["x2"])  # the two dates get different draws
+    for date in ("x1", "x2"):  # an affine map per band: x' = gain * x + offset
+        for band in range(4):
+            a, b = plain[date][band].flatten().numpy(), jittered[date][band].flatten().numpy()
+            gain, offset = np.polyfit(a, b, 1)
+            assert np.allclose(gain * a + offset, b, atol=1e-4) and abs(gain - 1.0) < 1.0
+    assert torch.equal(ChangePatchDataset([city], 32, 4, seed=3, jitter=0.2)[1]["x1"], jittered["x1"])
 
 
 def test_device_command_reports_the_device(capsys) -> None:

@@ -48,6 +48,8 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=50, help="steps between validations")
     p.add_argument("--ema", type=float, default=0.98, help="decay of the weight average that is validated and "
                                                           "saved (0: the raw weights)")
+    p.add_argument("--jitter", type=float, default=0.0,
+                   help="strength of a random gain and offset per band and date (radiometric augmentation; 0: off)")
     p.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=t.seed, help="seed of patches and initialisation")
     p.set_defaults(run=_run_finetune_change)
@@ -64,7 +66,7 @@ def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
                                  encoder_dir=args.encoder, bands=list(parse_band_list(args.bands)) or None,
                                  freeze_encoder=args.freeze_encoder,
                                  patch_size=args.patch_size, eval_every=args.eval_every, ema=args.ema,
-                                 val_fraction=args.val_fraction,
+                                 val_fraction=args.val_fraction, jitter=args.jitter,
                                  progress=reporter.progress, should_stop=stop, on_metrics=reporter.metric)
     logger.info("best validation F1 %.3f at step %d (threshold %.2f); model in %s",
                 result.val_scores.get("f1", float("nan")), result.best_step, result.threshold, result.out_dir)

@@ -4,7 +4,8 @@ Cities are small (a few hundred pixels a side), so each is read once onto its B0
 normalised with the model's band statistics and kept in memory. Sample ``i`` is a pure function of
 ``(seed, i)``: a city (in proportion to its area), a window that is centred on a changed pixel
 with probability ``change_share`` (changes cover only 0.3-4 % of the pixels), and the same random
-flip and rotation applied to t1, t2 and the mask.
+flip and rotation applied to t1, t2 and the mask; optionally a random gain and offset per band and
+date (``jitter``), so that radiometric differences alone do not look like change.
 """
 
 from __future__ import annotations
@@ -75,11 +76,19 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndar
     return out
 
 
+def _jitter(x: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """A random gain and offset per band of one normalised date (C, h, w): the radiometric differences
+    between dates, sensors and cities that are not change."""
+    gain = 1.0 + strength * rng.standard_normal((x.shape[0], 1, 1))
+    offset = strength * rng.standard_normal((x.shape[0], 1, 1))
+    return (x * gain + offset).astype(np.float32)
+
+
 class ChangePatchDataset(Dataset):
     """Map-style dataset of ``{"x1", "x2", "label"}`` patches (label float: 0, 1, or 255 = ignore)."""
 
     def __init__(self, cities: Sequence[CityStack], patch_size: int, length: int, seed: int = 0,
-                 change_share: float = 0.5) -> None:
+                 change_share: float = 0.5, jitter: float = 0.0) -> None:
         for city in cities:
             if min(city.shape) < patch_size:
                 raise PatchSizeError(f"--patch-size {patch_size} is larger than city '{city.name}' "
@@ -89,6 +98,7 @@ class ChangePatchDataset(Dataset):
         self.length = length
         self.seed = seed
         self.change_share = change_share
+        self.jitter = jitter
         areas = np.array([c.shape[0] * c.shape[1] for c in self.cities], dtype=np.float64)
         self.weights = areas / areas.sum()
         self.changed = [np.argwhere(c.label == 1) for c in self.cities]  # (n_changed, 2) each
@@ -115,5 +125,7 @@ class ChangePatchDataset(Dataset):
         window = (slice(top, top + self.patch_size), slice(left, left + self.patch_size))
         x1, x2, label = _augment([city.x1[(slice(None), *window)], city.x2[(slice(None), *window)],
                                   city.label[window]], rng)
+        if self.jitter > 0:
+            x1, x2 = _jitter(x1, self.jitter, rng), _jitter(x2, self.jitter, rng)
         return {"x1": torch.from_numpy(x1), "x2": torch.from_numpy(x2),
                 "label": torch.from_numpy(label.astype(np.float32))}
