@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 CLASSIFY_KIND = "swimdiff-classify"
 CONFUSION_FILE = "confusion_matrix.png"
 HISTORY_COLUMNS = ("epoch", "loss", "lr", "val_loss", "seconds")
+FEW_VALIDATION_PATCHES = 10  # below this, say how coarse the validation score is
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +209,9 @@ def finetune_classify(data: str | Path, out_dir: str | Path, config: ClassifyCon
     if not len(val_index):
         logger.warning("no validation patches (--val-fraction %s): scores are measured on the training patches",
                        config.val_fraction)
+    elif len(val_index) < FEW_VALIDATION_PATCHES:
+        logger.warning("only %d validation patch(es): one patch moves the score by about %.2f; read it as rough",
+                       len(val_index), 1.0 / len(val_index))
 
     model = build_model(config, mapping, len(patches.classes), weights, arch, encoder_dir).to(device)
     mode = "linear probe" if config.linear_probe else "fine-tuning"

@@ -238,7 +238,8 @@ def test_named_geotiffs_on_an_encoder_use_its_normalisation(tmp_path, encoder_di
     assert saved["provenance"]["encoder_provenance"] == encoder["provenance"] and result.value is not None
 
 
-def test_multi_label_training_reports_micro_map(tmp_path, capsys) -> None:
+def test_multi_label_training_reports_micro_map(tmp_path, capsys, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="core")
     labels = [["Pastures"], ["Pastures", "Water bodies"], ["Water bodies"], ["Pastures"], ["Water bodies"]] * 2
     data = make_bigearthnet(tmp_path / "ben", labels, size=32)
     code, stream = run_cli(capsys, "--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "1",
@@ -250,6 +251,7 @@ def test_multi_label_training_reports_micro_map(tmp_path, capsys) -> None:
     _, config = load_model(tmp_path / "m", kind=CLASSIFY_KIND)
     assert config["multi_label"] is True and config["bands"] == ["B01", "B02", "B05"]
     assert config["provenance"]["val_patches"] == 3 and config["metrics"]["micro_map"] == outputs["micro_map"]
+    assert "only 3 validation patch(es): one patch moves the score by about 0.33" in caplog.text
 
 
 # --- bad input --------------------------------------------------------------------------------------------------
