@@ -132,3 +132,18 @@ def make_rgb_classes(root: Path, per_class: int = 4, size: int = 32, classes: tu
             image[0] += 10  # red differs from blue, to check band order
             write_png(root / name / f"{name}_{i}.png", image.clip(0, 255).astype("uint8"))
     return root
+
+
+def forest_sea_raster(path: Path, height: int = 96, width: int = 160, nodata_block: int = 24) -> Path:
+    """An unnamed 3-band uint8 raster (R, G, B; EPSG:32631, 10 m) in the style of :func:`make_rgb_classes`:
+    "Forest" on the left half, "Sea" on the right, and a nodata (0) square in the top-left corner."""
+    rng = np.random.default_rng(5)
+    image = np.empty((3, height, width))
+    image[:, :, :width // 2] = 40 + rng.normal(0, 8, size=(3, height, width // 2))
+    sea = 130 + rng.normal(0, 8, size=(3, height, width - width // 2))
+    sea[:, ::4] += 40
+    image[:, :, width // 2:] = sea
+    image[0] += 10
+    image = image.clip(1, 255).astype("uint8")
+    image[:, :nodata_block, :nodata_block] = 0
+    return write_geotiff(path, image, nodata=0)

@@ -34,7 +34,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from conftest import make_rgb_classes, write_geotiff
+from conftest import forest_sea_raster, make_rgb_classes, write_geotiff
 from swimdiff_qgis.model_info import ClassifierInfo, read_classifier_info
 from swimdiff_qgis.processing.provider import SwimDiffProvider
 from swimdiff_qgis.settings import resolve_worker_python
@@ -57,19 +57,9 @@ def train_classifier(root: Path, classes: tuple[str, ...] = CLASSES) -> Path:
     return root / "model"
 
 
-def make_scene(path: Path, height: int = 48, width: int = 64) -> Path:
-    """An unnamed 3-band uint8 raster (EPSG:32631, 10 m): "Forest"-like left half, "Sea"-like right half and a
-    nodata (0) square in the top-left corner."""
-    rng = np.random.default_rng(5)
-    image = np.empty((3, height, width))
-    image[:, :, :width // 2] = 40 + rng.normal(0, 8, size=(3, height, width // 2))
-    sea = 130 + rng.normal(0, 8, size=(3, height, width - width // 2))
-    sea[:, ::4] += 40
-    image[:, :, width // 2:] = sea
-    image[0] += 10
-    image = image.clip(1, 255).astype("uint8")
-    image[:, :NODATA_BLOCK, :NODATA_BLOCK] = 0
-    return write_geotiff(path, image, nodata=0)
+def make_scene(path: Path) -> Path:
+    """A small "Forest" | "Sea" scene with a NODATA_BLOCK nodata square (see conftest)."""
+    return forest_sea_raster(path, height=48, width=64, nodata_block=NODATA_BLOCK)
 
 
 def file_palette(path: str | Path) -> dict[int, QColor]:

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 import torch
 
-from conftest import make_rgb_classes, write_geotiff
+from conftest import forest_sea_raster, make_rgb_classes, write_geotiff
 from core.blend import Tiling, stream_blended
 from core.classification import finetune_classify
 from core.cli import main
@@ -43,28 +43,13 @@ def rgb_model(tmp_path_factory) -> Path:
     return root / "model"
 
 
-def two_halves(path: Path, height: int = 96, width: int = 160, nodata_block: int = 24) -> Path:
-    """An unnamed 3-band uint8 raster (R, G, B): "Forest" on the left half, "Sea" on the right, and a
-    nodata (0) block in the top-left corner."""
-    rng = np.random.default_rng(5)
-    image = np.empty((3, height, width))
-    image[:, :, :width // 2] = 40 + rng.normal(0, 8, size=(3, height, width // 2))
-    sea = 130 + rng.normal(0, 8, size=(3, height, width - width // 2))
-    sea[:, ::4] += 40
-    image[:, :, width // 2:] = sea
-    image[0] += 10
-    image = image.clip(1, 255).astype("uint8")
-    image[:, :nodata_block, :nodata_block] = 0
-    return write_geotiff(path, image, nodata=0)
-
-
 def classify(capsys, *args: str) -> tuple[int, list[dict]]:
     code = main(["classify", *args, "--events", "jsonl", "--device", "cpu"])
     return code, [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
 
 
 def test_map_follows_the_classes_keeps_the_grid_nodata_colours_and_names(tmp_path, rgb_model, capsys) -> None:
-    raster = two_halves(tmp_path / "scene.tif")
+    raster = forest_sea_raster(tmp_path / "scene.tif")
     code, events = classify(capsys, "--raster", str(raster), "--model", str(rgb_model),
                             "--out", str(tmp_path / "landcover.tif"), "--probabilities", str(tmp_path / "p.tif"))
     assert code == 0, events
@@ -92,7 +77,7 @@ def test_map_follows_the_classes_keeps_the_grid_nodata_colours_and_names(tmp_pat
 
 
 def test_a_window_and_overlap_can_be_chosen_and_progress_reaches_the_end(tmp_path, rgb_model) -> None:
-    raster = two_halves(tmp_path / "scene.tif", height=70, width=130)
+    raster = forest_sea_raster(tmp_path / "scene.tif", height=70, width=130)
     seen: list[float] = []
     result = map_land_cover(raster, rgb_model, tmp_path / "lc.tif", tile=48, overlap=0, batch_size=3,
                             device_name="cpu", progress=lambda fraction, message: seen.append(fraction))
@@ -101,7 +86,7 @@ def test_a_window_and_overlap_can_be_chosen_and_progress_reaches_the_end(tmp_pat
 
 
 def test_cancel_leaves_no_file(tmp_path, rgb_model) -> None:
-    raster = two_halves(tmp_path / "scene.tif")
+    raster = forest_sea_raster(tmp_path / "scene.tif")
     calls = iter(range(100))
     with pytest.raises(Cancelled, match="land-cover mapping cancelled"):
         map_land_cover(raster, rgb_model, tmp_path / "lc.tif", tmp_path / "p.tif", device_name="cpu",
@@ -111,7 +96,7 @@ def test_cancel_leaves_no_file(tmp_path, rgb_model) -> None:
 
 def write_bad(tmp_path: Path, case: str, rgb_model: Path) -> list[str]:
     """Arguments of a run that must fail with one clear message."""
-    good = str(two_halves(tmp_path / "scene.tif"))
+    good = str(forest_sea_raster(tmp_path / "scene.tif"))
     if case == "not a classifier":
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / "config.json").write_text(json.dumps({"kind": "swimdiff-change", "format_version": 1}))

@@ -30,22 +30,27 @@ MASK, PROBABILITY = "mask", "probability"
 LANDCOVER, PROBABILITIES = "land cover", "class probabilities"
 
 
-class ChangeLayerStyler(QgsProcessingLayerPostProcessorInterface):
-    """Styles a loaded change mask (paletted) or probability (pseudo-colour from the threshold up).
+class RunLayerStyler(QgsProcessingLayerPostProcessorInterface):
+    """Styles an output layer Processing has just loaded, and puts the run's parameters in its metadata.
+
+    Subclasses say how (:meth:`style`) and under which title.
 
     Attributes:
-        role: :data:`MASK` or :data:`PROBABILITY`.
-        threshold: The threshold the run used; the probability ramp starts there.
-        method: ``model``, ``features`` or ``cva``; a model's probability ramp ends at 1.
+        role: What the layer is (e.g. :data:`MASK` or :data:`LANDCOVER`).
         described: The run's parameters and results, for the layer metadata.
     """
 
-    def __init__(self, role: str, threshold: float, method: str, described: Mapping[str, Any]) -> None:
+    title = "SwiMDiff"
+    keywords: tuple[str, ...] | None = None
+
+    def __init__(self, role: str, described: Mapping[str, Any]) -> None:
         super().__init__()
         self.role = role
-        self.threshold = threshold
-        self.method = method
         self.described = dict(described)
+
+    def style(self, layer: QgsRasterLayer) -> None:
+        """Give ``layer`` its renderer."""
+        raise NotImplementedError
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 (QGIS name)
                          feedback: QgsProcessingFeedback) -> None:
@@ -58,45 +63,51 @@ class ChangeLayerStyler(QgsProcessingLayerPostProcessorInterface):
         """
         if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
             return
+        self.style(layer)
+        describe_run(layer, f"{self.title} {self.role}", self.described, self.keywords)
+
+
+class ChangeLayerStyler(RunLayerStyler):
+    """Styles a loaded change mask (paletted) or probability (pseudo-colour from the threshold up).
+
+    Attributes:
+        threshold: The threshold the run used; the probability ramp starts there.
+        method: ``model``, ``features`` or ``cva``; a model's probability ramp ends at 1.
+    """
+
+    title = "SwiMDiff change"
+
+    def __init__(self, role: str, threshold: float, method: str, described: Mapping[str, Any]) -> None:
+        super().__init__(role, described)
+        self.threshold = threshold
+        self.method = method
+
+    def style(self, layer: QgsRasterLayer) -> None:
         if self.role == MASK:
             style_mask(layer)
         else:
             style_probability(layer, self.threshold, 1.0 if self.method == "model" else None)
-        describe_run(layer, f"SwiMDiff change {self.role}", self.described)
 
 
-class LandCoverLayerStyler(QgsProcessingLayerPostProcessorInterface):
+class LandCoverLayerStyler(RunLayerStyler):
     """Styles a loaded land-cover map (paletted, class names as legend) or its class probabilities.
 
     Attributes:
-        role: :data:`LANDCOVER` or :data:`PROBABILITIES`.
         outputs: The worker's result (``classes``, ``colors``, ``class_fractions``...).
-        described: The run's parameters and results, for the layer metadata.
     """
 
+    keywords = KEYWORDS
+
     def __init__(self, role: str, outputs: Mapping[str, Any], described: Mapping[str, Any]) -> None:
-        super().__init__()
-        self.role = role
+        super().__init__(role, described)
         self.outputs = dict(outputs)
-        self.described = dict(described)
 
-    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 (QGIS name)
-                         feedback: QgsProcessingFeedback) -> None:
-        """Style the layer Processing has just added to the project.
-
-        Args:
-            layer: The loaded output layer.
-            context: The algorithm's context.
-            feedback: The algorithm's feedback.
-        """
-        if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
-            return
+    def style(self, layer: QgsRasterLayer) -> None:
         if self.role == LANDCOVER:
             style_landcover(layer, [str(name) for name in self.outputs.get("classes") or []],
                             self.outputs.get("colors"))
         else:
             style_class_probabilities(layer, dominant_class(self.outputs) + 1)
-        describe_run(layer, f"SwiMDiff {self.role}", self.described, KEYWORDS)
 
 
 def style_when_loaded(context: QgsProcessingContext, path: str, role: str, outputs: Mapping[str, Any],
