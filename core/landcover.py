@@ -85,10 +85,7 @@ def open_raster(path: str | Path, bands: Sequence[str]) -> DateRaster:
     """
     if set(bands) == set(RGB_BANDS):  # an unnamed 3-band image is red, green, blue in that order
         bands = RGB_BANDS
-    date = name_by_order(open_date(path), bands)
-    for name in bands:
-        date.band(name)  # raises with the bands the raster has
-    return date
+    return name_by_order(open_date(path), bands)
 
 
 def warn_on_value_scale(date: DateRaster, config: dict[str, Any]) -> None:
@@ -193,6 +190,7 @@ def map_land_cover(raster: str | Path, model_dir: str | Path, out: str | Path,
 
     tick = Ticker(progress, should_stop, windows, job="land-cover mapping")("land cover")
     with ExitStack() as outputs:  # both files appear together, or neither
+        outputs.callback(reader.close)
         map_tif = outputs.enter_context(_class_map_tif(out, date, classes, colors, model_dir))
         prob_tif = (outputs.enter_context(AtomicGeoTiff(prob_path, grid, len(classes), "float32", float("nan"),
                                                         descriptions=classes,
@@ -208,7 +206,6 @@ def map_land_cover(raster: str | Path, model_dir: str | Path, out: str | Path,
         if counts.sum() == 0:  # raised inside the block: no file is kept
             raise NoDataError(f"'{date.source}' holds no valid pixel with the model's bands "
                               f"({', '.join(stats.bands)}); check its nodata value")
-    reader.close()
     fractions = {name: float(n) / float(counts.sum()) for name, n in zip(classes, counts)}
     seconds = time.perf_counter() - started
     return LandCoverResult(out, prob_path, classes, colors, fractions, multi_label, side, used_overlap,

@@ -17,7 +17,7 @@ from typing import Any
 from qgis.core import QgsLayerTreeGroup, QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtGui import QColor
 
-from .layers import describe_run, run_results, style_probability
+from .layers import add_run_group, describe_run, open_layer, run_results, style_probability
 
 logger = logging.getLogger(__name__)
 
@@ -98,18 +98,6 @@ def style_class_probabilities(layer: QgsRasterLayer, band: int = 1) -> None:
     style_probability(layer, 0.0, 1.0, band=min(max(band, 1), layer.bandCount()))
 
 
-def open_layer(path: str, name: str, what: str) -> QgsRasterLayer:
-    """A GDAL raster layer of a worker output.
-
-    Raises:
-        ValueError: The file cannot be opened as a raster layer (the message names it).
-    """
-    layer = QgsRasterLayer(str(path), name, "gdal")
-    if not layer.isValid():
-        raise ValueError(f"the {what} '{path}' cannot be opened as a raster layer")
-    return layer
-
-
 def add_classification_layers(outputs: Mapping[str, Any], parameters: Mapping[str, Any], run_name: str,
                               project: QgsProject | None = None) -> ClassificationLayers:
     """Add the land-cover map (and class probabilities) of a ``swimdiff classify`` run in a new group.
@@ -140,10 +128,6 @@ def add_classification_layers(outputs: Mapping[str, Any], parameters: Mapping[st
         style_class_probabilities(probabilities, dominant_class(outputs) + 1)
         describe_run(probabilities, f"{run_name}: class probabilities", described, KEYWORDS)
 
-    group = project.layerTreeRoot().insertGroup(0, run_name)
-    for layer in (landcover, probabilities):
-        if layer is not None:
-            project.addMapLayer(layer, False)
-            group.addLayer(layer)
+    group = add_run_group(project, run_name, [landcover, probabilities])
     logger.info("added the layers of %s: %s", run_name, outputs["landcover"])
     return ClassificationLayers(group, landcover, probabilities)

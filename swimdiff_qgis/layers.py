@@ -118,6 +118,28 @@ def run_results(outputs: Mapping[str, Any], parameters: Mapping[str, Any]) -> di
     return {**parameters, **{k: v for k, v in outputs.items() if k not in OUTPUT_FILES}}
 
 
+def open_layer(path: str, name: str, what: str) -> QgsRasterLayer:
+    """A GDAL raster layer of a worker output.
+
+    Raises:
+        ValueError: The file cannot be opened as a raster layer (the message names it).
+    """
+    layer = QgsRasterLayer(str(path), name, "gdal")
+    if not layer.isValid():
+        raise ValueError(f"the {what} '{path}' cannot be opened as a raster layer")
+    return layer
+
+
+def add_run_group(project: QgsProject, run_name: str, layers: list[QgsRasterLayer | None]) -> QgsLayerTreeGroup:
+    """A new group named ``run_name`` at the top of the layer tree holding ``layers`` (None skipped)."""
+    group = project.layerTreeRoot().insertGroup(0, run_name)
+    for layer in layers:
+        if layer is not None:
+            project.addMapLayer(layer, False)
+            group.addLayer(layer)
+    return group
+
+
 def add_detection_layers(outputs: Mapping[str, Any], parameters: Mapping[str, Any], run_name: str,
                          project: QgsProject | None = None) -> DetectionLayers:
     """Add the mask (and probability) of a ``swimdiff detect`` run as styled layers in a new group.
@@ -137,24 +159,16 @@ def add_detection_layers(outputs: Mapping[str, Any], parameters: Mapping[str, An
     project = project or QgsProject.instance()
     described = run_results(outputs, parameters)
     threshold = float(outputs.get("threshold", 0.5))
-    mask = QgsRasterLayer(str(outputs["change"]), f"change mask ({Path(outputs['change']).name})", "gdal")
-    if not mask.isValid():
-        raise ValueError(f"the change mask '{outputs['change']}' cannot be opened as a raster layer")
+    mask = open_layer(outputs["change"], f"change mask ({Path(outputs['change']).name})", "change mask")
     style_mask(mask)
     describe_run(mask, f"{run_name}: change mask", described)
     probability = None
     if outputs.get("probability"):
         label = "change probability" if outputs.get("method", "model") == "model" else "change score"
-        probability = QgsRasterLayer(str(outputs["probability"]), label, "gdal")
-        if not probability.isValid():
-            raise ValueError(f"the probability '{outputs['probability']}' cannot be opened as a raster layer")
+        probability = open_layer(outputs["probability"], label, "probability")
         style_probability(probability, threshold, 1.0 if outputs.get("method", "model") == "model" else None)
         describe_run(probability, f"{run_name}: {label}", described)
 
-    group = project.layerTreeRoot().insertGroup(0, run_name)
-    for layer in (mask, probability):
-        if layer is not None:
-            project.addMapLayer(layer, False)
-            group.addLayer(layer)
+    group = add_run_group(project, run_name, [mask, probability])
     logger.info("added the layers of %s: %s", run_name, outputs["change"])
     return DetectionLayers(group, mask, probability)
