@@ -37,7 +37,9 @@ def add(commands: argparse._SubParsersAction) -> None:
                         "default: the shipped model")
     p.add_argument("--method", choices=("model", "features", "cva"), default="model", help="how change is scored")
     p.add_argument("--threshold", type=float, default=None,
-                   help="threshold (default: the model's validated one; Otsu's for features and cva)")
+                   help="threshold (default: the model's validated one; Otsu's for features and cva). On places "
+                        "unlike the training cities models are less sure of real changes: a lower value (e.g. "
+                        "0.15) finds more of them at the cost of false alarms")
     p.add_argument("--bands", default="", help="cva: comma-separated bands to compare (default: all both share)")
     p.add_argument("--tile", type=int, default=256, help="tile side in pixels (memory grows with tile x width)")
     p.add_argument("--overlap", type=int, default=32, help="model, features: overlap of neighbouring tiles, blended")

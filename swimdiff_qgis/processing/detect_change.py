@@ -36,7 +36,9 @@ class DetectChangeAlgorithm(SwimDiffAlgorithm):
         return ("Change mask (0 no change, 1 change, 255 nodata) of two rasters of one place, on T1's grid. "
                 "Bands are matched by their descriptions (B01..B12, B8A), else by count and order; T2 is "
                 "warped onto T1's grid when they differ. Without a model folder the model shipped with the "
-                "plugin is used; the CVA method needs no model.")
+                "plugin is used; the CVA method needs no model. On places unlike the model's training cities a "
+                "threshold below the validated one (e.g. 0.15) finds more of the real changes, with more false "
+                "alarms; the probability output lets you choose by eye.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 (name fixed by QGIS)
         number = QgsProcessingParameterNumber
