@@ -25,17 +25,8 @@ from bench.ablation import TEST_CITIES  # noqa: E402
 from core.data.change_patches import load_city  # noqa: E402
 from core.data.normalization import BandStats  # noqa: E402
 from core.data.oscd import oscd_cities  # noqa: E402
-from core.finetune import best_threshold, load_change_model  # noqa: E402
-from core.metrics import ChangeCounts, count_changes  # noqa: E402
+from core.finetune import best_threshold, load_change_model, pooled_counts  # noqa: E402
 from core.predict import predict_probability  # noqa: E402
-
-
-def pooled_f1(probabilities: list[np.ndarray], labels: list[np.ndarray], threshold: float) -> float:
-    """Pooled change-class F1 of thresholded probabilities over several cities."""
-    counts = ChangeCounts()
-    for prob, label in zip(probabilities, labels):
-        counts = counts + count_changes(prob > threshold, label)
-    return counts.f1
 
 
 def city_probabilities(model_dir: Path, data: Path, cities: list[str]) -> tuple[list[np.ndarray], list[np.ndarray],
@@ -62,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
         probabilities, labels, threshold = city_probabilities(model_dir, args.data, cities)
         best, counts = best_threshold(probabilities, labels)
         rows.append({"model": str(model_dir), "threshold": threshold,
-                     "f1": pooled_f1(probabilities, labels, threshold), "best_threshold": best, "best_f1": counts.f1})
+                     "f1": pooled_counts(probabilities, labels, threshold).f1,
+                     "best_threshold": best, "best_f1": counts.f1})
         print(f"{model_dir}: F1 {rows[-1]['f1']:.3f} at its threshold {threshold:.2f}; "
               f"{counts.f1:.3f} at the best one on these cities ({best:.2f})", flush=True)
         total = probabilities if total is None else [a + b for a, b in zip(total, probabilities)]

@@ -77,13 +77,19 @@ def pretrained_encoder(encoder_dir: str | Path | None) -> tuple[dict[str, torch.
     return weights, config
 
 
+def pooled_counts(probabilities: list[np.ndarray], labels: list[np.ndarray], threshold: float) -> ChangeCounts:
+    """Change counts of thresholded probabilities, pooled over the given cities."""
+    counts = ChangeCounts()
+    for prob, label in zip(probabilities, labels):
+        counts = counts + count_changes(prob > threshold, label)
+    return counts
+
+
 def best_threshold(probabilities: list[np.ndarray], labels: list[np.ndarray]) -> tuple[float, ChangeCounts]:
     """The probability threshold with the best pooled F1 over the given cities."""
     best = (0.5, ChangeCounts())
     for threshold in THRESHOLDS:
-        counts = ChangeCounts()
-        for prob, label in zip(probabilities, labels):
-            counts = counts + count_changes(prob > threshold, label)
+        counts = pooled_counts(probabilities, labels, float(threshold))
         if counts.f1 > best[1].f1:
             best = (float(threshold), counts)
     return best
