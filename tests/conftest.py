@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,70 @@ def forest_sea_raster(path: Path, height: int = 96, width: int = 160, nodata_blo
     image = image.clip(1, 255).astype("uint8")
     image[:, :nodata_block, :nodata_block] = 0
     return write_geotiff(path, image, nodata=0)
+
+
+# --- Table-driven bad-input cases (issue 11): one row per case -------------------------------------------
+
+@dataclass(frozen=True)
+class BadInput:
+    """One bad-input case of the ``swimdiff`` command line.
+
+    Attributes:
+        id: a short name for the pytest id.
+        argv: builds the command line inside a fresh folder (creating whatever files the case needs).
+        code: the expected exit code (2: a user error, 130: cancelled).
+        phrase: a phrase the error message must contain (case-insensitive).
+        absent: paths, relative to the folder, that must not exist afterwards.
+        unchanged: paths, relative to the folder, whose bytes must be the same afterwards.
+    """
+
+    id: str
+    argv: Callable[[Path], list[str]]
+    code: int
+    phrase: str
+    absent: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+
+
+def run_cli(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict]]:
+    """Run ``swimdiff <argv> --events jsonl`` in this process; return the exit code and the events."""
+    import json
+
+    from core.cli import main
+
+    capsys.readouterr()
+    code = main([*argv, "--events", "jsonl"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    return code, events
+
+
+def check_bad_input(case: BadInput, folder: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    """Run a :class:`BadInput` row and assert everything it promises; returns the error event.
+
+    Besides the row's own promises: exactly one error event, no traceback (not an ``InternalError``),
+    and no hidden temporary file (``.*.tmp``) left anywhere under the folder.
+    """
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = case.argv(folder)
+
+    def digest(name: str) -> str:
+        return hashlib.sha256((folder / name).read_bytes()).hexdigest()
+
+    before = {name: digest(name) for name in case.unchanged}
+    code, events = run_cli(argv, capsys)
+    errors = [e for e in events if e["event"] == "error"]
+    assert len(errors) == 1, f"{case.id}: expected one error event, got {events[-3:]}"
+    error = errors[0]
+    assert error["kind"] != "InternalError", f"{case.id}: a traceback instead of a clear error: {error}"
+    assert code == case.code, f"{case.id}: exit {code}, expected {case.code}: {error}"
+    assert case.phrase.lower() in error["message"].lower(), f"{case.id}: {error['message']!r}"
+    assert not [e for e in events if e["event"] == "result"], f"{case.id}: a result event after an error"
+    for name in case.absent:
+        assert not (folder / name).exists(), f"{case.id}: {name} exists"
+    for name, value in before.items():
+        assert (folder / name).exists() and digest(name) == value, f"{case.id}: {name} was changed"
+    leftovers = [p for p in folder.rglob(".*.tmp")]
+    assert not leftovers, f"{case.id}: temporary files left: {leftovers}"
+    return error
