@@ -4,15 +4,16 @@ A model folder holds ``model.safetensors`` (weights of the unwrapped modules) an
 (``format_version``, kind, architecture, bands, normalisation, patch size, provenance, metrics).
 Resumable state is one ``train_state.safetensors`` file: tensors (full model, optimizer moments,
 RNG) plus JSON metadata (step, optimizer hyper-parameters, history) in the safetensors header.
-Every file is written to a temporary name in the same folder, then renamed.
+Every file is written to a hidden temporary in the same folder (named after the file and this
+process, see :mod:`core.data.writer`), checked, then renamed: a full disk keeps the previous file
+and raises :class:`~core.errors.OutputError` ("no space left on '<folder>'").
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .data.writer import LIVE_TEMPORARIES, remove_stale_temporaries, sync_file, temporary_name, write_error
 from .errors import CheckpointFormatError
 
 FORMAT_VERSION = 1
@@ -29,32 +31,98 @@ STATE_FILE = "train_state.safetensors"
 PRETRAIN_KIND = "swimdiff-pretrain"
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+Writer = Callable[[Path], None]  # writes the file it is given
+Check = Callable[[Path], None]  # raises OSError unless the file it is given holds what was meant
+
+
+def _not_empty(tmp: Path) -> None:
+    if tmp.stat().st_size == 0:
+        raise OSError(f"'{tmp}' is empty after writing")
+
+
+def png_complete(tmp: Path) -> None:
+    """A :data:`Check` for PNG files: the signature first, the IEND chunk last (a cut file has none)."""
+    with open(tmp, "rb") as handle:
+        head = handle.read(8)
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 12))
+        tail = handle.read()
+    if head != b"\x89PNG\r\n\x1a\n" or tail[4:8] != b"IEND":
+        raise OSError(f"'{tmp}' is not a complete PNG after writing")
+
+
+def atomic_write_all(jobs: Sequence[tuple[Path, Writer, Check]]) -> None:
+    """Write several files that appear together: each ``write(tmp)`` goes to a hidden temporary sibling of
+    its path, is synced and checked; only when every one passed are they renamed into place.
+
+    Raises:
+        OutputError: a file could not be written ("no space left on '<folder>'" when the disk is full);
+            every temporary is removed and every previous file kept.
+    """
+    done: list[tuple[Path, Path]] = []
+    path = Path()
     try:
-        write(tmp)
+        for path, write, check in jobs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path)
+            tmp = temporary_name(path)
+            LIVE_TEMPORARIES.add(tmp)
+            done.append((tmp, path))
+            write(tmp)
+            sync_file(tmp)
+            check(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        for tmp, path in done:  # every file is written and checked: rename them all
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+    except (OSError, SafetensorError) as error:  # how the writers report a full disk
+        raise write_error(path, error) from error
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in done:
+            tmp.unlink(missing_ok=True)
+            LIVE_TEMPORARIES.discard(tmp)
+
+
+def atomic_write(path: Path, write: Writer, check: Check = _not_empty) -> None:
+    """Call ``write(tmp)`` on a hidden temporary sibling of ``path``, sync and ``check`` it, then rename it
+    onto ``path``. Raises :class:`~core.errors.OutputError` (see :func:`atomic_write_all`)."""
+    atomic_write_all([(path, write, check)])
+
+
+def _text_job(path: Path, text: str) -> tuple[Path, Writer, Check]:
+    data = text.encode("utf-8")
+
+    def check(tmp: Path) -> None:
+        if tmp.read_bytes() != data:
+            raise OSError(f"'{tmp}' does not hold the {len(data)} bytes written")
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return path, write, check
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
+    """Write ``text`` (UTF-8) to ``path`` atomically, checked by reading it back."""
+    atomic_write_all([_text_job(path, text)])
 
-    atomic_write(path, write)
+
+def _tensors_job(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[Path, Writer, Check]:
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+    def check(tmp: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(tmp), framework="pt") as handle:  # reads the header and the size of every tensor
+            if set(handle.keys()) != set(plain):
+                raise OSError(f"'{tmp}' holds {len(list(handle.keys()))} tensors, not {len(plain)}")
+
+    return path, lambda tmp: save_file(plain, str(tmp), metadata=metadata), check
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata))
+    atomic_write_all([_tensors_job(path, tensors, metadata)])
 
 
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -74,11 +142,17 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def save_model(out_dir: Path, weights: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """Write ``model.safetensors`` then ``config.json`` (with ``format_version``) atomically."""
+    """Write ``model.safetensors`` and ``config.json`` (with ``format_version``): both or neither.
+
+    Raises:
+        OutputError: the folder cannot be written (a full disk names it); the previous model stays.
+    """
     config = {"format_version": FORMAT_VERSION, **config}
-    _save_tensors(out_dir / MODEL_FILE, weights, {"format_version": str(FORMAT_VERSION),
-                                                   "kind": str(config.get("kind", ""))})
-    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True))
+    atomic_write_all([
+        _tensors_job(out_dir / MODEL_FILE, weights, {"format_version": str(FORMAT_VERSION),
+                                                     "kind": str(config.get("kind", ""))}),
+        _text_job(out_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True)),
+    ])
 
 
 def read_config(model_dir: Path, kind: str | None = PRETRAIN_KIND) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from .classification_metrics import micro_map, multi_label_scores, save_confusio
 from .config import ClassifyConfig
 from .data.band_mapping import BandMapping, identity_mapping, map_bands
 from .data.normalization import BandStats, estimate_band_stats
+from .data.output_paths import check_writable
 from .data.patches import PatchSet, load_patches
 from .device import describe_device, resolve_device
 from .errors import Cancelled, CheckpointFormatError, DatasetError, OutputError
@@ -191,6 +192,7 @@ def finetune_classify(data: str | Path, out_dir: str | Path, config: ClassifyCon
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists():
         raise OutputError(f"--out '{out_dir}' already holds a model; choose another folder")
+    check_writable(out_dir, "--out", folder=True)
     report = progress or (lambda fraction, message: None)
     device = resolve_device(config.device)
     weights, encoder_config = pretrained_encoder(encoder_dir)

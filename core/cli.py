@@ -8,13 +8,14 @@ the fix), 1 a bug (traceback logged), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import change, classify, detect, device, pretrain
+from .commands import change, classify, detect, device, pretrain, stack
 from .commands.common import Formatter
 from .events import BarReporter, JsonLinesReporter, JsonLogHandler, Reporter
 
@@ -23,6 +24,16 @@ logger = logging.getLogger("core.cli")
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 EXIT_CANCELLED = 130
+# Errors of the place a file goes, not of the program: a full disk or quota, a read-only file system, no
+# permission. Any other OSError escaping a command stays a bug (its traceback is logged).
+USER_OS_ERRORS = {
+    errno.ENOSPC: "the disk is full: free some space or choose another output location",
+    errno.EROFS: "the file system is read-only: choose another output location",
+    errno.EACCES: "permission denied: check the file's permissions or choose another location",
+    errno.EPERM: "operation not permitted: check the file's permissions or choose another location",
+}
+if hasattr(errno, "EDQUOT"):  # not on every platform
+    USER_OS_ERRORS[errno.EDQUOT] = "the disk quota is exhausted: free some space or choose another output location"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_finetune(commands)
     classify.add_classify(commands)
     device.add(commands)
+    stack.add(commands)
     return parser
 
 
@@ -61,6 +73,22 @@ def _hoist_global_flags(argv: list[str]) -> list[str]:
             rest.append(argv[i])
         i += 1
     return out + rest
+
+
+def user_os_error(error: BaseException) -> str | None:
+    """The one-line message for an OSError of the environment (see ``USER_OS_ERRORS``) that is ``error`` or
+    caused it, else None (a bug)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in USER_OS_ERRORS:
+            name = current.filename or getattr(current, "filename2", None)
+            verb = "access" if current.errno in (errno.EACCES, errno.EPERM) else "write"
+            where = f"'{os.fsdecode(name)}'" if name else "an output file"
+            return f"cannot {verb} {where}: {USER_OS_ERRORS[current.errno]} ({os.strerror(current.errno)})"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,7 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         reporter.error("Interrupted", "interrupted")
         return EXIT_CANCELLED
-    except Exception as error:  # a bug: keep the traceback
+    except Exception as error:  # a bug: keep the traceback, unless the disk or permissions are to blame
+        message = user_os_error(error)
+        if message is not None:
+            logger.error("%s", message)
+            reporter.error("OutputError", message)
+            return EXIT_USER_ERROR
         logger.exception("unexpected error (a bug; please report it with this traceback)")
         reporter.error("InternalError", f"{type(error).__name__}: {error}")
         return EXIT_BUG

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any, Literal, TypeVar
 
 from .errors import ConfigError
@@ -17,6 +18,12 @@ T = TypeVar("T", bound="_JsonConfig")
 
 SWM_MODES = ("soft", "mask", "off")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is one of the device names every command accepts (see ``DEVICES_HELP``)."""
+    return isinstance(name, str) and _DEVICE_NAME.fullmatch(name) is not None
 
 
 def _check(ok: bool, field: str, value: Any, fix: str) -> None:
@@ -41,6 +48,41 @@ class _JsonConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# What a resumed pre-training may change: how long it runs and how it is logged, checkpointed, read or
+# placed. Anything else (batch and patch size, learning rate, seed, the loss, ...) changes what the run
+# is, and config.json would then misreport it.
+RESUMABLE_CHANGES: dict[str, frozenset[str]] = {
+    "train": frozenset({"steps", "epochs", "log_every", "checkpoint_every", "device", "amp"}),
+    "data": frozenset({"paths", "cache_mb", "num_workers"}),
+    "loss": frozenset(),
+    "run": frozenset(),
+}
+RUN_FIELDS = {"world_size": "processes (torchrun --nproc_per_node)", "scenes": "scenes of --data"}
+
+
+def resume_conflicts(saved: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]]) -> list[str]:
+    """Settings of a resumed run that differ from the saved run's and change its meaning.
+
+    Args:
+        saved: ``{"train": ..., "data": ..., "loss": ..., "run": {"world_size", "scenes"}}`` as the
+            training state recorded them.
+        current: the same sections of this run (``to_dict()`` of each config).
+
+    Returns:
+        One ``--option: was A, now B`` text per conflict (empty when the run may continue).
+    """
+    conflicts = []
+    for section, fields in current.items():
+        before = json.loads(json.dumps(saved.get(section) or {}))  # tuples -> lists, as saved
+        now = json.loads(json.dumps(fields))
+        for name, value in now.items():
+            if name in RESUMABLE_CHANGES.get(section, frozenset()) or name not in before or before[name] == value:
+                continue
+            option = RUN_FIELDS.get(name, f"--{name.replace('_', '-')}")
+            conflicts.append(f"{option}: was {before[name]!r}, now {value!r}")
+    return conflicts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +130,14 @@ class ModelConfig(_JsonConfig):
         queue_size: K, the number of past keys (with their scene ids) kept as negatives.
         momentum: m of the exponential moving average key encoder (0.99 rather than MoCo's 0.999:
             runs on one user's rasters are thousands, not hundreds of thousands, of steps).
-        key_bn_splits: the key batch is shuffled and normalised in this many groups (MoCo's
-            shuffle-BN on one device), so batch statistics cannot leak the positive.
+        key_bn_splits: the key batch is shuffled and normalised in this many groups of at least two
+            (MoCo's shuffle-BN on one device). This reduces, but does not remove, the leak of batch
+            statistics: the query encoder normalises the whole batch as one group, so each key group is
+            a random subset of the query's group rather than a different set, as MoCo's cross-GPU
+            shuffle gives. Kept this way on purpose: splitting the query batch too would change the
+            method and the shipped model's training, which needs a new benchmark to justify. Batches
+            too small for two groups of two are normalised in one group (no shuffle benefit, and
+            batch normalisation never sees a single value); pre-training logs a warning then.
         denoiser_channels: widths of the diffusion denoiser's levels (its first level sits at
             stride ``denoiser_unshuffle`` of the encoder).
         denoiser_unshuffle: pixel-unshuffle factor: the denoiser sees every pixel, folded into
@@ -203,8 +251,7 @@ class TrainConfig(_JsonConfig):
         _check(0.0 < self.lr <= 1.0, "--lr", self.lr, "use a value in (0, 1], e.g. 1e-3")
         _check(self.weight_decay >= 0.0, "--weight-decay", self.weight_decay, "use 0 or more")
         _check(self.warmup_steps >= 0, "--warmup-steps", self.warmup_steps, "use 0 or more")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-               "--device", self.device, f"use {DEVICES_HELP}")
+        _check(is_device_name(self.device), "--device", self.device, f"use {DEVICES_HELP}")
         _check(self.log_every >= 1, "--log-every", self.log_every, "use 1 or more")
         _check(self.checkpoint_every >= 1, "--checkpoint-every", self.checkpoint_every, "use 1 or more")
 
@@ -247,8 +294,7 @@ class ClassifyConfig(_JsonConfig):
         _check(self.weight_decay >= 0.0, "--weight-decay", self.weight_decay, "use 0 or more")
         _check(0.0 <= self.val_fraction <= 0.5, "--val-fraction", self.val_fraction,
                "use 0 (no validation) to 0.5, e.g. 0.2")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-               "--device", self.device, f"use {DEVICES_HELP}")
+        _check(is_device_name(self.device), "--device", self.device, f"use {DEVICES_HELP}")
 
     @property
     def learning_rate(self) -> float:

@@ -8,10 +8,8 @@ thresholded with Otsu's method; no labels needed).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +20,23 @@ from rasterio.windows import Window
 from .blend import Tiling, stream_blended
 from .checkpoint import load_model, read_config
 from .data.normalization import BandStats
+from .data.output_paths import check_writable
 from .data.tiling import Tile
-from .data.writer import AtomicGeoTiff, check_writable
+from .data.writer import AtomicGeoTiff, OutputGroup
 from .device import describe_device, resolve_device
 from .errors import CheckpointFormatError, NoDataError
 from .finetune import load_change_model
-from .infer import MASK_COLORS, MASK_NODATA, OTSU_SAMPLES, DetectResult, Progress, RasterPair, ShouldStop, Ticker
+from .infer import (
+    MASK_COLORS,
+    MASK_NODATA,
+    OTSU_SAMPLES,
+    DetectResult,
+    Progress,
+    RasterPair,
+    ShouldStop,
+    Ticker,
+    refuse_pair_outputs,
+)
 from .models.distance import FeatureDistance
 from .predict import predict_batch
 from .unsupervised import otsu_threshold
@@ -95,6 +104,7 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
         CheckpointFormatError, OutputError, Cancelled: see their messages.
     """
     started = time.perf_counter()
+    refuse_pair_outputs(pair, {"--out": out, "--probability": probability_out})
     out = check_writable(out, "--out")
     prob_path = check_writable(probability_out, "--probability") if probability_out else None
     device = resolve_device(device_name)
@@ -107,11 +117,11 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
                 describe_device(device), len(tiles), side, used_overlap, chosen)
     tick = Ticker(progress, should_stop, len(tiles))("change probability")
     changed = valid = 0
-    with ExitStack() as outputs:  # both files appear together, or neither
-        mask_tif = outputs.enter_context(_mask_tif(out, pair, {"method": "model", "model": str(model_dir),
-                                                               "threshold": f"{chosen:.4g}"}))
-        prob_tif = (outputs.enter_context(AtomicGeoTiff(prob_path, pair.grid, 1, "float32", float("nan"),
-                                                        descriptions=["change probability"]))
+    with OutputGroup() as outputs:  # both files appear together, or neither
+        mask_tif = outputs.add(_mask_tif(out, pair, {"method": "model", "model": str(model_dir),
+                                                     "threshold": f"{chosen:.4g}"}))
+        prob_tif = (outputs.add(AtomicGeoTiff(prob_path, pair.grid, 1, "float32", float("nan"),
+                                              descriptions=["change probability"]))
                     if prob_path else None)
         for window, prob in stream_scores(pair, stats, network_scorer(model, device), tiling,
                                           tick):
@@ -159,8 +169,9 @@ def detect_features(pair: RasterPair, model_dir: str | Path, out: str | Path, sc
         CheckpointFormatError, OutputError, NoDataError, Cancelled: see their messages.
     """
     started = time.perf_counter()
+    refuse_pair_outputs(pair, {"--out": out, "--probability": score_out})
     out = check_writable(out, "--out")
-    score_path = check_writable(score_out, "--score") if score_out else None
+    score_path = check_writable(score_out, "--probability") if score_out else None
     device = resolve_device(device_name)
     model, config = load_feature_distance(model_dir, device)
     stats = BandStats.from_dict(config["normalization"])
@@ -168,37 +179,36 @@ def detect_features(pair: RasterPair, model_dir: str | Path, out: str | Path, sc
     grid = pair.grid
     ticker = Ticker(progress, should_stop, len(tiling.fitted(grid.height, grid.width)[2]) + 1)
     logger.info("feature distance of %s on %s", model_dir, describe_device(device))
-    scratch = out.with_name(f".{out.stem}.score.{os.getpid()}.tif")
     keep = min(1.0, OTSU_SAMPLES / (grid.width * grid.height))
     rng = np.random.default_rng(0)
     samples: list[np.ndarray] = []
-    try:
-        with AtomicGeoTiff(scratch, grid, 1, "float32", float("nan"),
-                           descriptions=["feature distance (1 - cosine)"]) as score_tif:
-            for window, score in stream_scores(pair, stats, network_scorer(model, device),
-                                               tiling, ticker("feature distance")):
-                score_tif.write(score, window)
-                values = score[np.isfinite(score)]
-                samples.append(values[rng.random(values.size) < keep])
+    with OutputGroup() as outputs:  # the scores (kept only with --probability) and the mask appear together
+        score_tif = outputs.add(AtomicGeoTiff(score_path or out.with_name(f"{out.name}.score"), grid, 1, "float32",
+                                              float("nan"), descriptions=["feature distance (1 - cosine)"]))
+        for window, score in stream_scores(pair, stats, network_scorer(model, device),
+                                           tiling, ticker("feature distance")):
+            score_tif.write(score, window)
+            values = score[np.isfinite(score)]
+            samples.append(values[rng.random(values.size) < keep])
+        score_tif.finish()  # closed and checked: read back below
         sample = np.concatenate(samples)
         if sample.size == 0:
             raise NoDataError(f"'{pair.t1.source}' and '{pair.t2.source}' share no valid pixel (all nodata or NaN); "
                               "give rasters that overlap with data")
         chosen = otsu_threshold(sample) if threshold is None else float(threshold)
         changed = valid = 0
-        with _mask_tif(out, pair, {"method": "features", "model": str(model_dir),
-                                   "threshold": f"{chosen:.6g}"}) as mask_tif, rasterio.open(scratch) as scores:
+        mask_tif = outputs.add(_mask_tif(out, pair, {"method": "features", "model": str(model_dir),
+                                                     "threshold": f"{chosen:.6g}"}))
+        with rasterio.open(score_tif.tmp) as scores:
             for top in range(0, grid.height, tiling.tile):
                 window = Window(0, top, grid.width, min(tiling.tile, grid.height - top))
                 mask = _mask(scores.read(1, window=window), chosen)
                 mask_tif.write(mask, window)
                 changed += int(np.count_nonzero(mask == 1))
                 valid += int(np.count_nonzero(mask != MASK_NODATA))
+        if not score_path:
+            outputs.drop(score_tif)
         ticker("change mask")()
-        if score_path:
-            os.replace(scratch, score_path)
-    finally:
-        scratch.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     logger.info("features: threshold %.4g (%s), %.2f %% of valid pixels changed", chosen,
                 "Otsu" if threshold is None else "given", 100 * changed / max(1, valid))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .config import DEVICES_HELP, is_device_name
 from .errors import ConfigError
 
 
@@ -11,8 +12,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks the first CUDA GPU when there is one, else the CPU.
 
     Raises:
-        ConfigError: CUDA was asked for but is not available.
+        ConfigError: the name is not one of auto, cpu, cuda or cuda:N, or CUDA was asked for but is
+            not available.
     """
+    if not is_device_name(name):
+        raise ConfigError(f"--device {name!r} is unknown; use {DEVICES_HELP} (N: the GPU index, e.g. cuda:0)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

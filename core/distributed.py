@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -44,6 +45,23 @@ def init_distributed(device_name: str) -> DistInfo:
     return info
 
 
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """A seed of its own for every (seed, rank, step): distinct ranks get unrelated streams."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def seed_rank(seed: int, rank: int, step: int = 0) -> int:
+    """Seed the global torch RNG (CPU and CUDA) for this rank's own draws and return the seed.
+
+    Call it after building the model (which must be the same on every rank): the diffusion noise and
+    timesteps and the key-group shuffle then differ between ranks, instead of repeating rank 0's
+    draws on every rank, which would make N processes see the same noise N times.
+    """
+    value = rank_seed(seed, rank, step)
+    torch.manual_seed(value)
+    return value
+
+
 def leave_process_group() -> None:
     if is_distributed():
         dist.destroy_process_group()
@@ -57,6 +75,15 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on any (so all ranks stop at the same step)."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def barrier() -> None:

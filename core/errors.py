@@ -57,3 +57,7 @@ class ConfigError(SwimDiffError, ValueError):
 
 class DatasetError(SwimDiffError):
     """A folder of labelled patches is missing, empty, or its labels are inconsistent."""
+
+
+class ValueScaleError(SwimDiffError):
+    """A raster's values are on another scale than the model's (8-bit vs reflectance), or on none it knows."""

@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .data.change_patches import ChangePatchDataset, CityStack, load_city, read_city_pair, split_rows
 from .data.normalization import BandStats, estimate_band_stats
 from .data.oscd import oscd_cities
+from .data.output_paths import check_writable
 from .data.scenes import shared_bands
 from .device import describe_device, resolve_device
 from .errors import Cancelled, CheckpointFormatError, ConfigError, OutputError
@@ -120,6 +121,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists():
         raise OutputError(f"--out '{out_dir}' already holds a model; choose another folder")
+    check_writable(out_dir, "--out", folder=True)
     report = progress or (lambda fraction, message: None)
     device = resolve_device(train.device)
     weights, encoder_config = pretrained_encoder(encoder_dir)

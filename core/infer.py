@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,12 +22,14 @@ import numpy as np
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from .data.normalization import BandMoments
+from .data.bands import is_positional, normalise_band_name
+from .data.normalization import BandMoments, with_value_scale
+from .data.output_paths import check_writable, dataset_files, refuse_inputs_as_outputs
 from .data.raster import DateRaster, Grid, StackReader, open_date
-from .data.scenes import shared_bands
+from .data.scenes import same_pixels, shared_bands
 from .data.tiling import Tile, block_grid
-from .data.writer import AtomicGeoTiff, check_writable
-from .errors import BandMismatchError, Cancelled, GridMismatchError
+from .data.writer import AtomicGeoTiff, OutputGroup
+from .errors import BandMismatchError, Cancelled, ConfigError, GridMismatchError
 from .unsupervised import cva_magnitude, otsu_threshold
 
 logger = logging.getLogger(__name__)
@@ -84,41 +85,72 @@ def _overlap(t1: Grid, t2: Grid) -> float:
 
 
 def name_by_order(date: DateRaster, bands: Sequence[str]) -> DateRaster:
-    """Give a date with unnamed bands (band1..bandN) the names ``bands`` when N matches.
+    """Give a date whose bands are all unnamed (band1..bandN) the names ``bands`` when N matches.
+
+    The mapping is a guess, so it is said on a WARNING line with the file, the names taken and
+    the fix (``--assume-band-names``); dates with names (even ambiguous ones like ``B4``) are
+    never renamed by order.
 
     Raises:
-        BandMismatchError: the date lacks named bands and its band count differs.
+        BandMismatchError: the date lacks the bands and cannot be named by order (its count differs,
+            or its names are ambiguous), with the fix.
     """
     if not bands or all(b in date.band_names for b in bands):
         return date
-    if all(n.startswith("band") for n in date.band_names) and len(date.bands) == len(bands):
-        logger.warning("'%s' does not name its bands: taking them in order as %s", date.source, ", ".join(bands))
-        return replace(date, bands=tuple(replace(ref, name=name) for ref, name in zip(date.bands, bands)))
+    if all(is_positional(n) for n in date.band_names) and len(date.bands) == len(bands):
+        logger.warning("'%s' does not name its bands: taking them in order as %s. If that is not their order, "
+                       "name them in file order with --assume-band-names (l2a, l1c or a list such as %s), or give "
+                       "the raster band descriptions", date.source, ", ".join(bands), ",".join(bands))
+        return replace(date, bands=tuple(replace(ref, name=name) for ref, name in zip(date.bands, bands)),
+                       unnamed=False)
+    if date.ambiguous:
+        fix = (f"its names {', '.join(date.ambiguous)} may be Landsat or Sentinel-2 band numbers; if they are "
+               f"Sentinel-2 bands, name them in file order with --assume-band-names (e.g. "
+               f"{','.join(normalise_band_name(n) for n in date.ambiguous)})")
+    elif date.unnamed:
+        fix = (f"name its bands in file order with --assume-band-names (l2a, l1c or a list such as "
+               f"{','.join(bands)}), or choose a raster with the model's bands")
+    else:
+        fix = "name the bands (band descriptions or *_Bxx.tif files) or choose a matching raster"
     raise BandMismatchError(
         f"the model expects {len(bands)} bands ({', '.join(bands)}) but '{date.source}' has {len(date.bands)} "
-        f"({', '.join(date.band_names)}); name the bands (band descriptions or *_Bxx.tif files) or choose a "
-        "matching raster"
+        f"({', '.join(date.band_names)}); {fix}"
     )
 
 
-def open_pair(t1: str | Path, t2: str | Path, bands: Sequence[str] = ()) -> RasterPair:
-    """Open two dates and decide which bands to compare.
+def open_pair(t1: str | Path, t2: str | Path, bands: Sequence[str] = (), assume_band_names: Sequence[str] = (),
+              model_scale: str | None = None, value_scale: str = "auto") -> RasterPair:
+    """Open two dates, decide which bands to compare, and put their values on the model's scale.
 
     Args:
-        t1, t2: multi-band rasters or band folders.
+        t1, t2: multi-band rasters, band folders or single ``*_Bxx.tif`` band files.
         bands: the bands wanted (e.g. a model's); unnamed bands are mapped by order when counts match.
+        assume_band_names: names for unnamed bands, in file order (``--assume-band-names``).
+        model_scale: the model's value scale (None: no model, e.g. CVA; values are used as they are).
+        value_scale: ``auto`` detects each date's scale from a sample, else the scale declared for both.
 
     Raises:
         RasterReadError, BandMismatchError: unreadable rasters, or no band mapping between them.
         GridMismatchError: the rasters do not overlap.
+        ConfigError: t1 and t2 are the same raster (same files, or the same pixels).
+        ValueScaleError: a date's values do not fit the model's scale and cannot be converted.
     """
-    d1, d2 = name_by_order(open_date(t1), bands), name_by_order(open_date(t2), bands)
+    d1 = name_by_order(open_date(t1, assume_band_names), bands)
+    d2 = name_by_order(open_date(t2, assume_band_names), bands)
     pair = RasterPair(d1, d2, shared_bands([d1, d2], bands))
     if _overlap(d1.grid, d2.grid) == 0.0:
         raise GridMismatchError(
             f"--t2 '{d2.source}' does not overlap --t1 '{d1.source}' (bounds {d2.grid.bounds} vs {d1.grid.bounds}); "
             "give two rasters of the same place"
         )
+    if same_pixels(d1, d2, pair.bands):
+        raise ConfigError(
+            f"--t1 '{d1.source}' and --t2 '{d2.source}' are the same raster (the same files or the same pixels): "
+            "nothing can have changed; give two acquisitions of the place at different dates"
+        )
+    if model_scale is not None:
+        pair = replace(pair, t1=with_value_scale(d1, pair.bands, model_scale, value_scale),
+                       t2=with_value_scale(d2, pair.bands, model_scale, value_scale))
     if pair.warped:
         logger.warning("'%s' is not on the grid of '%s': it is warped onto it (bilinear)", d2.source, d1.source)
     return pair
@@ -178,18 +210,19 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
         Cancelled: ``should_stop`` said so; no output exists.
     """
     started = time.perf_counter()
+    refuse_pair_outputs(pair, {"--out": out, "--probability": score_out})
     out = check_writable(out, "--out")
-    score_path = check_writable(score_out, "--score") if score_out else None
+    score_path = check_writable(score_out, "--probability") if score_out else None
     tiles = list(_tiles(pair, tile))
     second_pass = threshold is None or score_path is not None
     ticker = Ticker(progress, should_stop, (2 + second_pass) * len(tiles))
     readers = pair.readers()
     moments = joint_band_moments(readers, tiles, ticker("band statistics"))
     grid = pair.grid
-    with ExitStack() as outputs:  # both files appear together, or neither
+    with OutputGroup() as outputs:  # both files appear together, or neither
         if second_pass:
-            score = (outputs.enter_context(AtomicGeoTiff(score_path, grid, 1, "float32", float("nan"),
-                                                         descriptions=["CVA change magnitude"]))
+            score = (outputs.add(AtomicGeoTiff(score_path, grid, 1, "float32", float("nan"),
+                                               descriptions=["CVA change magnitude"]))
                      if score_path else None)
             keep = min(1.0, OTSU_SAMPLES / (grid.width * grid.height))
             rng = np.random.default_rng(0)
@@ -205,7 +238,7 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
             if threshold is None:
                 threshold = otsu_threshold(np.concatenate(samples))
         assert threshold is not None
-        mask_tif = outputs.enter_context(AtomicGeoTiff(
+        mask_tif = outputs.add(AtomicGeoTiff(
             out, grid, 1, "uint8", MASK_NODATA, descriptions=["change"], colormap=MASK_COLORS,
             tags={"method": "cva", "threshold": f"{threshold:.6g}"}))
         changed = valid = 0
@@ -222,6 +255,17 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
                 100 * changed / max(1, valid), seconds)
     return DetectResult(out, score_path, float(threshold), changed / max(1, valid), pair.warped,
                         grid.width * grid.height / 1e6 / seconds)
+
+
+def refuse_pair_outputs(pair: RasterPair, outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, outputs that are files of either date (every band file, a VRT's sources)
+    or each other (see :func:`~core.data.writer.refuse_inputs_as_outputs`).
+
+    Raises:
+        OutputError: naming the option, the file and the fix.
+    """
+    refuse_inputs_as_outputs(outputs, {option: dataset_files([date.source, *(b.path for b in date.bands)])
+                                       for option, date in (("--t1", pair.t1), ("--t2", pair.t2))})
 
 
 class Ticker:

@@ -32,11 +32,12 @@ from rasterio.windows import Window
 from .blend import Tiling, stream_blended
 from .classification import load_classifier
 from .data.normalization import BandStats
+from .data.output_paths import check_writable, dataset_files, refuse_inputs_as_outputs
 from .data.palette import RGB, class_colors
 from .data.patches import RGB_BANDS
 from .data.raster import DateRaster, StackReader, open_date
 from .data.tiling import Tile
-from .data.writer import AtomicGeoTiff, check_writable
+from .data.writer import AtomicGeoTiff, OutputGroup
 from .device import describe_device, resolve_device
 from .errors import ConfigError, NoDataError
 from .infer import Progress, ShouldStop, Ticker, name_by_order
@@ -76,7 +77,7 @@ class LandCoverResult:
     device: str
 
 
-def open_raster(path: str | Path, bands: Sequence[str]) -> DateRaster:
+def open_raster(path: str | Path | DateRaster, bands: Sequence[str]) -> DateRaster:
     """The raster to classify, its bands named (by description, else by order when the count matches;
     three unnamed bands for an RGB model are taken as red, green, blue).
 
@@ -135,7 +136,7 @@ def class_probabilities(model: Classifier, x: np.ndarray, multi_label: bool, dev
     return probabilities.cpu().numpy()
 
 
-def map_land_cover(raster: str | Path, model_dir: str | Path, out: str | Path,
+def map_land_cover(raster: str | Path | DateRaster, model_dir: str | Path, out: str | Path,
                    probabilities_out: str | Path | None = None, tile: int | None = None,
                    overlap: int | None = None, batch_size: int = 64, device_name: str = "auto",
                    progress: Progress | None = None, should_stop: ShouldStop | None = None) -> LandCoverResult:
@@ -156,6 +157,7 @@ def map_land_cover(raster: str | Path, model_dir: str | Path, out: str | Path,
         NoDataError, Cancelled: see their messages; no output is left behind.
     """
     started = time.perf_counter()
+    refuse_inputs_as_outputs({"--out": out, "--probabilities": probabilities_out}, {"--raster": _raster_files(raster)})
     out = check_writable(out, "--out")
     prob_path = check_writable(probabilities_out, "--probabilities") if probabilities_out else None
     if batch_size < 1:
@@ -189,13 +191,13 @@ def map_land_cover(raster: str | Path, model_dir: str | Path, out: str | Path,
         return probabilities[:, :, None, None], np.stack(oks)  # (n, K, 1, 1): one answer per window
 
     tick = Ticker(progress, should_stop, windows, job="land-cover mapping")("land cover")
-    with ExitStack() as outputs:  # both files appear together, or neither
-        outputs.callback(reader.close)
-        map_tif = outputs.enter_context(_class_map_tif(out, date, classes, colors, model_dir))
-        prob_tif = (outputs.enter_context(AtomicGeoTiff(prob_path, grid, len(classes), "float32", float("nan"),
-                                                        descriptions=classes,
-                                                        tags={"model": str(model_dir),
-                                                              "CLASS_NAMES": json.dumps(classes)}))
+    with ExitStack() as stack:
+        stack.callback(reader.close)
+        outputs = stack.enter_context(OutputGroup())  # both files appear together, or neither
+        map_tif = outputs.add(_class_map_tif(out, date, classes, colors, model_dir))
+        prob_tif = (outputs.add(AtomicGeoTiff(prob_path, grid, len(classes), "float32", float("nan"),
+                                              descriptions=classes,
+                                              tags={"model": str(model_dir), "CLASS_NAMES": json.dumps(classes)}))
                     if prob_path else None)
         for window, probabilities in stream_blended(grid.height, grid.width, len(classes), tiling, predict, tick):
             ids = _class_ids(probabilities)
@@ -210,6 +212,12 @@ def map_land_cover(raster: str | Path, model_dir: str | Path, out: str | Path,
     seconds = time.perf_counter() - started
     return LandCoverResult(out, prob_path, classes, colors, fractions, multi_label, side, used_overlap,
                            grid.width * grid.height / 1e6 / seconds, describe_device(device))
+
+
+def _raster_files(raster: str | Path | DateRaster) -> list[Path]:
+    """The files ``--raster`` reads: every band file (and a VRT's sources)."""
+    date = open_date(raster)
+    return dataset_files([date.source, *(b.path for b in date.bands)])
 
 
 def _class_ids(probabilities: np.ndarray) -> np.ndarray:

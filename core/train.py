@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,12 +36,13 @@ from .checkpoint import (
     save_train_state,
     unflatten_optimizer,
 )
-from .config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from .config import DataConfig, LossConfig, ModelConfig, TrainConfig, resume_conflicts
 from .data.normalization import BandStats, estimate_band_stats
+from .data.output_paths import check_writable
 from .data.sampler import DateSource, ScenePairDataset, build_sources, random_windows
 from .data.scenes import Scene, common_bands, discover_scenes
 from .device import describe_device, resolve_device
-from .distributed import DistInfo, barrier, init_distributed
+from .distributed import DistInfo, any_rank, barrier, init_distributed, seed_rank
 from .errors import CheckpointFormatError, ConfigError, OutputError, ResumeError
 from .history import plot_losses, write_csv
 from .models.swimdiff import SwiMDiff
@@ -114,13 +114,7 @@ def check_output(out_dir: Path, resume: bool, overwrite: bool) -> None:
             f"--out '{out_dir}' already holds a model; pass --resume to continue it, --overwrite to replace it, "
             "or choose another folder"
         )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out '{out_dir}' is a file; give a folder path")
-    parent = out_dir
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"--out '{out_dir}' cannot be written (no permission on '{parent}'); choose another folder")
+    check_writable(out_dir, "--out", folder=True)
 
 
 def learning_rate(step: int, total: int, train: TrainConfig) -> float:
@@ -150,14 +144,19 @@ def prepare_run(data: DataConfig, model_cfg: ModelConfig, loss: LossConfig, trai
     bands = common_bands(scenes, data.bands)
     model_cfg = dataclasses.replace(model_cfg, in_chans=len(bands))
     torch.manual_seed(train.seed)
-    model = SwiMDiff(model_cfg, loss).to(device)
+    model = SwiMDiff(model_cfg, loss).to(device)  # the same initial weights on every rank
+    seed_rank(train.seed, info.rank)  # but each rank its own diffusion noise, timesteps and key shuffles
     if data.patch_size % model.patch_multiple:
         raise ConfigError(f"--patch-size {data.patch_size} must be a multiple of {model.patch_multiple} for this "
                           "denoiser; e.g. 96")
+    if info.is_main:
+        model.warn_if_small_batch(train.batch_size)
     sources = build_sources(scenes, bands, data.patch_size, data.cache_mb)
     state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
     if resume:
-        state = _read_resume_state(out_dir, bands, model_cfg)
+        state = _read_resume_state(out_dir, bands, model_cfg, {
+            "train": train.to_dict(), "data": data.to_dict(), "loss": loss.to_dict(),
+            "run": {"world_size": info.world_size, "scenes": [s.name for s in scenes]}})
         stats = BandStats.from_dict(state[1]["normalization"])
     else:
         report(SETUP_SHARE / 2, "estimating per-band normalisation")
@@ -183,10 +182,9 @@ def prepare_run(data: DataConfig, model_cfg: ModelConfig, loss: LossConfig, trai
     return run
 
 
-def _read_resume_state(out_dir: Path, bands: list[str],
-                       model_cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    for stale in out_dir.glob(".*.tmp"):  # left by a run killed while writing
-        stale.unlink()
+def _read_resume_state(out_dir: Path, bands: list[str], model_cfg: ModelConfig, settings: dict[str, dict[str, Any]]
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The saved state, if this run's bands, architecture and ``settings`` may continue it (``--steps`` may grow)."""
     tensors, meta = load_train_state(out_dir)
     if meta.get("bands") != bands or ModelConfig.from_dict(meta["architecture"]) != model_cfg:
         raise ResumeError(
@@ -194,6 +192,12 @@ def _read_resume_state(out_dir: Path, bands: list[str],
             f"this run has bands {bands} and {model_cfg.to_dict()}: use the same --data/--bands/--arch, "
             "or another --out"
         )
+    if "train" not in meta:
+        logger.warning("'%s' predates recorded settings; cannot check that --batch-size, --patch-size, --lr etc. "
+                       "match the saved run", out_dir / STATE_FILE)
+    elif conflicts := resume_conflicts(meta, settings):
+        raise ResumeError(f"--resume: '{out_dir}' was trained with other settings ({'; '.join(conflicts)}); they "
+                          "change what the run is: resume with the saved values, or start a new run in another --out")
     return tensors, meta
 
 
@@ -209,6 +213,8 @@ def _restore(run: Run, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -
     if run.device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], run.device)
     run.start_step, run.history = int(meta["step"]), list(meta["history"])
+    if run.info.rank > 0:  # the saved RNG state is rank 0's: other ranks draw their own again
+        seed_rank(run.train.seed, run.info.rank, run.start_step)
     if run.start_step >= run.total_steps:
         raise ResumeError(
             f"--resume: '{run.out_dir}' already finished {run.start_step} steps; raise --steps above that"
@@ -285,7 +291,7 @@ class MetricWindow:
 
 
 def save_checkpoint(run: Run, step: int, final: bool) -> None:
-    """Rank 0 writes the resumable state, history and plot; at the end also the model folder."""
+    """Rank 0 writes the resumable state, history and plot; if ``final`` (end or stop) also the model folder."""
     if not run.info.is_main:
         return
     opt_tensors, opt_meta = flatten_optimizer(run.optimizer.state_dict())
@@ -294,7 +300,9 @@ def save_checkpoint(run: Run, step: int, final: bool) -> None:
     if run.device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(run.device)
     meta = {"step": step, "history": run.history, "optimizer": opt_meta, "bands": run.bands,
-            "architecture": run.model.model_config.to_dict(), "normalization": run.stats.to_dict()}
+            "architecture": run.model.model_config.to_dict(), "normalization": run.stats.to_dict(),
+            "train": run.train.to_dict(), "data": run.data.to_dict(), "loss": run.loss.to_dict(),
+            "run": {"world_size": run.info.world_size, "scenes": [s.name for s in run.scenes]}}
     run.out_dir.mkdir(parents=True, exist_ok=True)
     save_train_state(run.out_dir, tensors, meta)
     write_csv(run.out_dir / HISTORY_FILE, run.history)
@@ -302,7 +310,8 @@ def save_checkpoint(run: Run, step: int, final: bool) -> None:
         plot_losses(run.out_dir / PLOT_FILE, run.history,
                     f"SwiMDiff pre-training, {len(run.scenes)} scene(s), step {step}")
     if final:
-        provenance = {**run.provenance, "steps_done": step, "seconds": round(time.perf_counter() - run.started, 1)}
+        provenance = {**run.provenance, "steps_done": step, "complete": step == run.total_steps,
+                      "seconds": round(time.perf_counter() - run.started, 1)}
         save_model(run.out_dir, run.model.exported_state_dict(), {
             "kind": PRETRAIN_KIND,
             "architecture": run.model.model_config.to_dict(),
@@ -342,7 +351,8 @@ def pretrain(data: DataConfig, model_cfg: ModelConfig, loss: LossConfig, train: 
         overwrite: replace an existing model in ``out_dir``.
         assume_band_names: names for unnamed bands of multi-band rasters.
         progress: called with (fraction done, message).
-        should_stop: polled every step; True saves a resumable checkpoint and returns.
+        should_stop: polled every step; True saves a resumable checkpoint and the model of that step
+            (provenance ``complete: false``) and returns with ``stopped``.
         on_metrics: called with (step, metrics) every ``train.log_every`` steps.
 
     Returns:
@@ -374,11 +384,12 @@ def pretrain(data: DataConfig, model_cfg: ModelConfig, loss: LossConfig, train: 
             if on_metrics and run.info.is_main:
                 on_metrics(step, run.history[-1])
         report(SETUP_SHARE + (1 - SETUP_SHARE) * step / total, f"step {step}/{total}, loss {float(values[0]):.4f}")
-        stopped = bool(should_stop and should_stop())
+        stopped = any_rank(bool(should_stop and should_stop()), run.device)  # a stop on one rank stops all
         if step == total or stopped or step % train.checkpoint_every == 0:
-            save_checkpoint(run, step, final=step == total)
+            save_checkpoint(run, step, final=step == total or stopped)  # a stop leaves a usable model too
         if stopped:
-            logger.info("stopped at step %d; continue with --resume", step)
+            logger.info("stopped at step %d of %d; the model of this step is saved; continue with --resume",
+                        step, total)
             break
     barrier()
     return PretrainResult(out_dir, step, total, stopped, device_text, time.perf_counter() - run.started,

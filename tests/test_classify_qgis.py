@@ -214,7 +214,9 @@ def test_a_classify_run_from_the_dock_adds_a_paletted_layer_with_the_class_names
     wait_until_idle(dock)
     assert tab.classify_button.isEnabled() and dock.progress.value() == 100 and dock.status.text() == "done"
 
-    assert qgis_iface.messageBar().get_messages(Qgis.Warning) == []
+    warnings = qgis_iface.messageBar().get_messages(Qgis.Warning)  # the scene's 3 bands are unnamed: said where seen
+    assert len(warnings) == 1 and "does not name its bands: taking them in order as B04, B03, B02" in warnings[0]
+    assert "--assume-band-names" in warnings[0]
     ids = read_ids(tmp_path / "landcover.tif")
     valid = ids[ids != CLASS_NODATA]
     shares = sorted(((name, float((valid == i).mean())) for i, name in enumerate(CLASSES)), key=lambda s: -s[1])
@@ -380,8 +382,9 @@ def test_a_classify_worker_error_becomes_a_processing_exception(provider, classi
                                              "OUTPUT": str(tmp_path / "landcover.tif")})
 
     assert str(caught.value) == (
-        f"the model expects 3 bands (B04, B03, B02) but '{four}' has 4 (band1, band2, band3, band4); name the "
-        "bands (band descriptions or *_Bxx.tif files) or choose a matching raster")
+        f"the model expects 3 bands (B04, B03, B02) but '{four}' has 4 (band1, band2, band3, band4); name its "
+        "bands in file order with --assume-band-names (l2a, l1c or a list such as B04,B03,B02), or choose a raster "
+        "with the model's bands")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["four.tif"]
 
 

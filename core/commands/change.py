@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from ..events import Reporter
 from .common import Formatter, StopOnSignal
@@ -79,14 +78,21 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
         "evaluate", formatter_class=Formatter,
         help="score change detection on labelled OSCD cities (report, previews, JSON)",
         description="Pooled change-class precision, recall, F1 and IoU over all labelled pixels of the chosen\n"
-                    "cities, a per-city table, a Markdown report and t1 | t2 | label | prediction previews.",
+                    "cities, a per-city table, a Markdown report and t1 | t2 | label | prediction previews.\n"
+                    "A model is scored on cities it was not trained on: by default the test cities its config\n"
+                    "records, else the labelled cities it was neither trained nor validated on. Scoring one of\n"
+                    "its training cities needs --include-training-cities; every score says which cities trained it.",
     )
     p.add_argument("--data", required=True, help="OSCD root")
     p.add_argument("--model", default=None, help="a 'swimdiff finetune-change' model folder (default: the shipped "
                                                  "model); features: also a 'swimdiff pretrain' folder")
     p.add_argument("--method", choices=("model", "features", "cva"), default="model",
                    help="the model, the encoder feature distance + Otsu, or the CVA baseline")
-    p.add_argument("--cities", default="", help="comma-separated labelled cities (default: all)")
+    p.add_argument("--cities", default="", help="comma-separated labelled cities (default: the model's held-out "
+                                                "cities; with --method cva all labelled ones)")
+    p.add_argument("--include-training-cities", action="store_true",
+                   help="allow the model's own training cities (and, without --cities, add them); their scores "
+                        "are labelled as training cities and are not a held-out measure")
     p.add_argument("--report", default=None, metavar="DIR", help="write report.md, scores.json and PNG previews")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the scores as JSON here")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -95,15 +101,26 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..checkpoint import atomic_write_text
+    from ..data.output_paths import check_writable
     from ..evaluate import evaluate_oscd
 
+    json_path = check_writable(args.json, "--json", folder=False) if args.json else None  # before scoring
     result = evaluate_oscd(args.data, _cities(args.cities) or None, args.model, args.method, args.report,
-                           args.device, progress=reporter.progress)
+                           args.device, progress=reporter.progress,
+                           include_training=args.include_training_cities)
+    roles = result.roles()
     for name, counts in result.cities.items():
-        logger.info("%-12s F1 %.3f  precision %.3f  recall %.3f", name, counts.f1, counts.precision, counts.recall)
+        logger.info("%-12s F1 %.3f  precision %.3f  recall %.3f  (%s)", name, counts.f1, counts.precision,
+                    counts.recall, roles[name])
     scores = result.total.scores()
-    logger.info("pooled       F1 %.3f  precision %.3f  recall %.3f  IoU %.3f", scores["f1"], scores["precision"],
-                scores["recall"], scores["iou"])
-    if args.json:
-        atomic_write_text(Path(args.json), result.to_json())
-    return {"pooled": scores, **({"report": str(result.report)} if result.report else {})}
+    logger.info("pooled       F1 %.3f  precision %.3f  recall %.3f  IoU %.3f  %s", scores["f1"], scores["precision"],
+                scores["recall"], scores["iou"], result.summary())
+    held = result.held_out_total()
+    if not result.held_out and held is not None:
+        logger.info("held-out     F1 %.3f  precision %.3f  recall %.3f  IoU %.3f  (cities the model did not see)",
+                    held.f1, held.precision, held.recall, held.iou)
+    if json_path is not None:
+        atomic_write_text(json_path, result.to_json())
+    summary = result.to_dict()
+    return {key: summary[key] for key in ("pooled", "held_out", "pooled_over", "training_cities", "pooled_held_out")
+            if key in summary} | ({"report": str(result.report)} if result.report else {})

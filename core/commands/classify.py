@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from ..events import Reporter
 from .common import Formatter, StopOnSignal
+from .detect import VALUE_SCALE_CHOICES
+
+if TYPE_CHECKING:
+    from ..data.raster import DateRaster
 
 logger = logging.getLogger("core.cli")
 
@@ -79,7 +84,9 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
                     "by half a window unless --overlap says otherwise), each window's class probabilities are\n"
                     "blended over its pixels, favouring its centre, and each pixel takes the most probable class.\n"
                     "--raster is a multi-band raster or a folder of *_Bxx.tif band files; the model's bands are\n"
-                    "matched by name (band descriptions or file suffixes), else by count and order. The map keeps\n"
+                    "matched by name (band descriptions, R/G/B or STAC common names, file suffixes), else by\n"
+                    "count and order with a warning (--assume-band-names names them); values are put on the\n"
+                    "model's scale (--value-scale). The map keeps\n"
                     "the raster's CRS and transform: uint8 class ids, 255 where the raster has no data, a colour\n"
                     "table and the class names (CLASS_NAMES metadata). Written window strip by window strip,\n"
                     "memory flat in the raster's height; the files appear only when complete.",
@@ -97,14 +104,49 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
                    help="overlap of neighbouring windows in pixels (default: half a window)%(default).0s")
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--assume-band-names", default="", metavar="NAMES",
+                   help="names for the bands of a raster that does not name them (no band descriptions), in file "
+                        "order: 'l2a' for B01..B12 without B10, 'l1c' for all 13, or a comma-separated list "
+                        "(default: its descriptions or *_Bxx.tif file names; else by order, with a warning)")
+    p.add_argument("--value-scale", choices=("auto", *VALUE_SCALE_CHOICES), default="auto",
+                   help="the scale of the raster's values. auto reads it from a sample: reflectance (0-1) into a "
+                        "model trained on Sentinel-2 digital numbers (0-10000) is multiplied by 10000 (and the "
+                        "reverse divided), with a warning; 8-bit values (0-255) into such a model, or reflectance "
+                        "into a model trained on 8-bit JPG/PNG, stop with an error. Say the scale when auto is wrong")
     p.set_defaults(run=_run_classify)
+
+
+def open_classify_raster(raster: str, model_dir: str, assume: str, value_scale: str) -> DateRaster:
+    """The raster to classify, its bands named as the model's and its values on the model's scale.
+
+    The same naming and scale rules as ``swimdiff detect`` (see :func:`~core.infer.open_pair`), done
+    here, before any weights are loaded, so a bad raster stops at once.
+
+    Raises:
+        CheckpointFormatError: not a classifier folder. RasterReadError, BandMismatchError,
+        ValueScaleError, ConfigError: see their messages.
+    """
+    from pathlib import Path
+
+    from ..checkpoint import read_config
+    from ..classification import CLASSIFY_KIND
+    from ..data.bands import assumed_band_names
+    from ..data.normalization import BandStats, with_value_scale
+    from ..data.raster import open_date
+    from ..landcover import open_raster
+
+    config = read_config(Path(model_dir), CLASSIFY_KIND)
+    stats = BandStats.from_dict(config["normalization"])
+    date = open_raster(open_date(raster, assumed_band_names(assume)), stats.bands)
+    return with_value_scale(date, stats.bands, stats.value_scale, value_scale)
 
 
 def _run_classify(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..landcover import CLASS_NODATA, map_land_cover
 
-    with StopOnSignal() as stop:
-        result = map_land_cover(args.raster, args.model, args.out, args.probabilities, tile=args.tile,
+    date = open_classify_raster(args.raster, args.model, args.assume_band_names, args.value_scale)
+    with StopOnSignal() as stop:  # map_land_cover takes the opened date as it is (see core.data.raster.open_date)
+        result = map_land_cover(date, args.model, args.out, args.probabilities, tile=args.tile,
                                 overlap=args.overlap, batch_size=args.batch_size, device_name=args.device,
                                 progress=reporter.progress, should_stop=stop)
     for name, share in sorted(result.class_fractions.items(), key=lambda item: -item[1]):

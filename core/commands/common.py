@@ -16,7 +16,9 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 
 class StopOnSignal:
     """SIGTERM or a first Ctrl-C asks the running job to stop cleanly at its next step (pre-training
-    saves a resumable checkpoint; other jobs leave no output); a second Ctrl-C interrupts at once."""
+    saves a resumable checkpoint; other jobs leave no output); a second Ctrl-C interrupts at once, and
+    the writers still remove their partial files (:mod:`core.data.writer`; a later run removes those of
+    a killed one)."""
 
     def __init__(self, note: str = "stopping at the end of this step; nothing half-written is kept") -> None:
         self.note = note
@@ -28,6 +30,7 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.requested and signum == signal.SIGINT:
+            logger.warning("interrupted: removing partial files")
             raise KeyboardInterrupt
         self.requested = True
         logger.warning("stop requested: %s", self.note)

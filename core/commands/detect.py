@@ -8,6 +8,8 @@ import logging
 from ..events import Reporter
 from .common import Formatter, StopOnSignal
 
+VALUE_SCALE_CHOICES = ("sentinel2_dn", "reflectance", "uint8")  # core.data.normalization.VALUE_SCALES (no numpy here)
+
 logger = logging.getLogger("core.cli")
 
 
@@ -15,10 +17,13 @@ def add(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "detect", formatter_class=Formatter,
         help="change map of two rasters of the same place (GeoTIFF out)",
-        description="Detect changes between two dates. --t1 and --t2 are multi-band rasters or folders of\n"
-                    "*_Bxx.tif band files; bands are matched by name (band descriptions or file suffixes),\n"
-                    "else by count and order. t2 is warped onto t1's grid when the grids differ. Outputs keep\n"
-                    "t1's CRS and transform, are written tile by tile and appear only when complete.\n"
+        description="Detect changes between two dates. --t1 and --t2 are multi-band rasters (GeoTIFF, VRT...),\n"
+                    "folders of *_Bxx.tif band files, or one such file (its sibling bands come with it). Bands are\n"
+                    "matched by name (band descriptions, R/G/B or STAC common names, the *_Bxx.tif files a VRT\n"
+                    "stacks, file suffixes), else by count and order with a warning (--assume-band-names names\n"
+                    "them). Values are put on the model's scale (--value-scale). t2 is warped onto t1's grid\n"
+                    "when the grids differ. Outputs keep t1's CRS and transform, are written tile by tile and\n"
+                    "appear only when complete.\n"
                     "Methods: model (a 'swimdiff finetune-change' model; without --model the default model\n"
                     "shipped in resources/models/oscd-change), features (no labels: cosine distance of the\n"
                     "encoder features of the two dates, Otsu's threshold; --model may be a 'swimdiff pretrain'\n"
@@ -41,6 +46,15 @@ def add(commands: argparse._SubParsersAction) -> None:
                         "unlike the training cities models are less sure of real changes: a lower value (e.g. "
                         "0.15) finds more of them at the cost of false alarms")
     p.add_argument("--bands", default="", help="cva: comma-separated bands to compare (default: all both share)")
+    p.add_argument("--assume-band-names", default="", metavar="NAMES",
+                   help="names for the bands of rasters that do not name them (no band descriptions), in file "
+                        "order: 'l2a' for B01..B12 without B10, 'l1c' for all 13, or a comma-separated list "
+                        "(default: their descriptions or *_Bxx.tif file names; else by order, with a warning)")
+    p.add_argument("--value-scale", choices=("auto", *VALUE_SCALE_CHOICES), default="auto",
+                   help="model, features: the scale of the rasters' values. auto reads it from a sample: "
+                        "reflectance (0-1) into a model trained on Sentinel-2 digital numbers (0-10000) is "
+                        "multiplied by 10000 (and the reverse divided), with a warning; 8-bit values (0-255) "
+                        "into such a model, or the reverse, stop with an error. Say the scale when auto is wrong")
     p.add_argument("--tile", type=int, default=256, help="tile side in pixels (memory grows with tile x width)")
     p.add_argument("--overlap", type=int, default=32, help="model, features: overlap of neighbouring tiles, blended")
     p.add_argument("--batch-size", type=int, default=8, help="model, features: tiles per forward pass")
@@ -48,9 +62,31 @@ def add(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_detect)
 
 
+def check_threshold(threshold: float | None, method: str) -> None:
+    """Refuse thresholds no map can honour: a probability (``model``) outside [0, 1], a distance
+    (``features``: 1 - cosine; ``cva``: a magnitude) below 0, or NaN/infinity for any method.
+
+    Raises:
+        ConfigError: naming the value and the allowed range.
+    """
+    import math
+
+    from ..errors import ConfigError
+
+    if threshold is None:
+        return
+    if method == "model" and not 0.0 <= threshold <= 1.0:  # also NaN
+        raise ConfigError(f"--threshold {threshold} is out of range for --method model: it is a change probability; "
+                          "use 0 to 1 (e.g. 0.5, or leave it out for the model's validated threshold)")
+    if method != "model" and not (math.isfinite(threshold) and threshold >= 0.0):
+        raise ConfigError(f"--threshold {threshold} is out of range for --method {method}: it is a distance; use 0 "
+                          "or more (or leave it out for Otsu's threshold)")
+
+
 def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..checkpoint import read_config
-    from ..data.bands import parse_band_list
+    from ..data.bands import assumed_band_names, parse_band_list
+    from ..data.normalization import BandStats
     from ..default_model import change_model_dir
     from ..errors import ConfigError
     from ..finetune import CHANGE_KIND
@@ -64,10 +100,13 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} is out of range; use 1 or more")
     method = args.method
+    check_threshold(args.threshold, method)
     model = change_model_dir(args.model) if method != "cva" else None
-    bands = (parse_band_list(args.bands) if model is None
-             else read_config(model, CHANGE_KIND if method == "model" else None)["bands"])
-    pair = open_pair(args.t1, args.t2, bands)
+    config = read_config(model, CHANGE_KIND if method == "model" else None) if model is not None else None
+    bands = parse_band_list(args.bands) if config is None else config["bands"]
+    model_scale = BandStats.from_dict(config["normalization"]).value_scale if config is not None else None
+    pair = open_pair(args.t1, args.t2, bands, assumed_band_names(args.assume_band_names), model_scale,
+                     args.value_scale)
     logger.info("comparing %d bands: %s", len(pair.bands), ", ".join(pair.bands))
     with StopOnSignal() as stop:
         if model is not None:

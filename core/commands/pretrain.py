@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from ..events import Reporter
 from .common import Formatter, StopOnSignal
@@ -64,16 +65,9 @@ def add(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_pretrain)
 
 
-def _assumed_names(text: str) -> tuple[str, ...]:
-    from ..data.bands import SENTINEL2_BANDS, SENTINEL2_L2A_BANDS, parse_band_list
-
-    presets = {"l2a": SENTINEL2_L2A_BANDS, "l1c": SENTINEL2_BANDS}
-    return presets.get(text.strip().lower(), parse_band_list(text) if text else ())
-
-
 def _run_pretrain(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from ..data.bands import parse_band_list
+    from ..data.bands import assumed_band_names, parse_band_list
     from ..train import pretrain
 
     data = DataConfig(paths=tuple(args.data), bands=parse_band_list(args.bands), patch_size=args.patch_size,
@@ -86,12 +80,18 @@ def _run_pretrain(args: argparse.Namespace, reporter: Reporter) -> dict:
     train = TrainConfig(steps=steps, epochs=args.epochs or 0, batch_size=args.batch_size, lr=args.lr,
                         device=args.device, amp=not args.no_amp, seed=args.seed, log_every=args.log_every,
                         checkpoint_every=args.checkpoint_every)
-    with StopOnSignal("saving a checkpoint at the end of this step (continue with --resume)") as stop:
+    with StopOnSignal("saving a checkpoint and the model of this step (continue with --resume)") as stop:
         result = pretrain(data, model, loss, train, args.out, resume=args.resume, overwrite=args.overwrite,
-                          assume_band_names=_assumed_names(args.assume_band_names), progress=reporter.progress,
+                          assume_band_names=assumed_band_names(args.assume_band_names), progress=reporter.progress,
                           should_stop=stop, on_metrics=reporter.metric)
-    state = "stopped" if result.stopped else "finished"
-    logger.info("%s %d/%d steps in %.0f s on %s; model in %s, loss plot %s", state, result.steps_done,
-                result.total_steps, result.seconds, result.device, result.out_dir, result.outputs["plot"])
-    return {**result.outputs, "stopped": result.stopped, "steps_done": result.steps_done, "device": result.device,
+    plot = result.outputs["plot"] if Path(result.outputs["plot"]).is_file() else "none yet"
+    if result.stopped:
+        logger.warning("stopped after %d of %d steps in %.0f s on %s; the model of step %d is in %s (usable, not "
+                       "finished: continue with --resume), loss plot %s", result.steps_done, result.total_steps,
+                       result.seconds, result.device, result.steps_done, result.out_dir, plot)
+    else:
+        logger.info("finished %d/%d steps in %.0f s on %s; model in %s, loss plot %s", result.steps_done,
+                    result.total_steps, result.seconds, result.device, result.out_dir, plot)
+    return {**result.outputs, "stopped": result.stopped, "complete": result.steps_done == result.total_steps,
+            "steps_done": result.steps_done, "total_steps": result.total_steps, "device": result.device,
             **result.final_metrics}

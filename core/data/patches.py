@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from ..errors import BandMismatchError, DatasetError
+from ..errors import BandMismatchError, DatasetError, RasterReadError
 from .bands import SENTINEL2_L2A_BANDS, band_from_filename
 from .raster import StackReader, open_date
 
@@ -108,8 +108,17 @@ def band_names_by_count(count: int, suffix: str) -> tuple[str, ...]:
     return {13: EUROSAT_MS_BANDS, 12: SENTINEL2_L2A_BANDS, 3: RGB_BANDS}.get(count, ())
 
 
+def _unreadable(path: Path, error: Exception) -> RasterReadError:
+    return RasterReadError(f"'{path}' is not a readable image ({error}); it may be truncated or corrupted: "
+                           "replace it or remove it from the data folder")
+
+
 def _read_stack(path: Path, assume: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Read a raster file or ``*_Bxx.tif`` folder on its finest grid: (C, H, W), (H, W), band names."""
+    """Read a raster file or ``*_Bxx.tif`` folder on its finest grid: (C, H, W), (H, W), band names.
+
+    Raises:
+        RasterReadError: the file (or a band file) cannot be opened or decoded.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # JPG/PNG carry no georeferencing
         date = open_date(path, assume)
@@ -117,18 +126,28 @@ def _read_stack(path: Path, assume: Sequence[str] = ()) -> tuple[np.ndarray, np.
         reader = StackReader(date, date.grid, bands)
         try:
             x, valid = reader.read_all()
+        except (RasterioError, OSError) as error:  # a header that opens but pixels that do not decode
+            raise _unreadable(path, error) from error
         finally:
             reader.close()
     return x, valid, bands
 
 
 def _image_band_names(path: Path) -> tuple[str, ...]:
+    """Names for an image's bands from its band count (empty if unknown).
+
+    Raises:
+        RasterReadError: the file is not a readable image.
+    """
     import rasterio
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as ds:
-            return band_names_by_count(ds.count, path.suffix.lower())
+        try:
+            with rasterio.open(path) as ds:
+                return band_names_by_count(ds.count, path.suffix.lower())
+        except (RasterioError, OSError) as error:
+            raise _unreadable(path, error) from error
 
 
 def _stack(items: list[tuple[Path, np.ndarray, np.ndarray, tuple[str, ...]]]) -> tuple[np.ndarray, np.ndarray]:

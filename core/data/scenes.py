@@ -18,9 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import BandMismatchError, GridMismatchError, RasterReadError
-from .bands import band_from_filename, canonical_order
-from .raster import RASTER_SUFFIXES, DateRaster, Grid, open_date, require_some_data
+from .bands import ASSUME_FIX, SENTINEL2_BANDS, SENTINEL2_L2A_BANDS, band_from_filename
+from .raster import RASTER_SUFFIXES, DateRaster, Grid, open_date, require_some_data, sample_windows
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,27 @@ def check_same_place(name: str, dates: Sequence[DateRaster]) -> None:
             )
 
 
+def same_pixels(first: DateRaster, second: DateRaster, bands: Sequence[str]) -> bool:
+    """True when two dates read the same files, or hold identical, varied values in a spread sample.
+
+    Identical samples of a few thousand pixels per band that are not constant cannot come from two
+    acquisitions: they are the same data (a copy, a re-export, a VRT of the same files).
+    """
+    def files(date: DateRaster) -> list[tuple[str, Path, int]]:
+        return sorted((r.name, r.path.resolve(), r.index) for r in date.bands if r.name in bands)
+
+    if files(first) == files(second):
+        return True
+    if not first.grid.same_as(second.grid):
+        return False
+    x1, v1 = sample_windows(first, bands)
+    x2, v2 = sample_windows(second, bands, first.grid)
+    if not v1.any() or not np.array_equal(v1, v2):
+        return False
+    values = x1.transpose(1, 0, 2, 3)[:, v1]  # (C, n_valid)
+    return bool(np.array_equal(values, x2.transpose(1, 0, 2, 3)[:, v2]) and np.ptp(values) > 0)
+
+
 def discover_scenes(paths: Sequence[str | Path], assume_band_names: Sequence[str] = ()) -> list[Scene]:
     """Build scenes from the user's ``--data`` entries.
 
@@ -119,10 +142,46 @@ def discover_scenes(paths: Sequence[str | Path], assume_band_names: Sequence[str
         for date in dates:
             require_some_data(date)
         check_same_place(name, dates)
+        check_named(dates)
         scenes.append(Scene(scene_id=scene_id, name=name, dates=dates))
         logger.info("scene %d '%s': %d dates, %dx%d px", scene_id, name, len(dates), dates[0].grid.width,
                     dates[0].grid.height)
+        if len(dates) == 1:
+            logger.warning("scene '%s' has one date ('%s'): its positive pairs are two augmentations of that date, "
+                           "not two dates of one place, so pre-training learns no change between dates; give two or "
+                           "more dates of the place (a folder of dated rasters, or the files together in one --data)",
+                           name, dates[0].source)
     return scenes
+
+
+def check_named(dates: Sequence[DateRaster]) -> None:
+    """Refuse or loudly flag, before any work, dates whose bands are unnamed (``band1``..``bandN``).
+
+    An encoder trained on unnamed bands knows them only by position: fine-tuning and detection on
+    named rasters then refuse it, two steps later. Twelve or thirteen unnamed bands are a
+    Sentinel-2 stack whose names the user can give in one word (``l2a``/``l1c``): refuse, with
+    that fix. Other counts (an RGB or 4-band composite) may be a layout the user keeps using
+    throughout, so they are warned about, and ``band1``.. is what config.json records.
+
+    Raises:
+        BandMismatchError: a date with 12 or 13 unnamed bands.
+    """
+    unnamed = [d for d in dates if d.unnamed]
+    for date in unnamed:
+        count = len(date.bands)
+        if count in (len(SENTINEL2_L2A_BANDS), len(SENTINEL2_BANDS)):
+            preset = "l2a" if count == len(SENTINEL2_L2A_BANDS) else "l1c"
+            raise BandMismatchError(
+                f"'{date.source}' does not name its {count} bands (no band descriptions): an encoder pre-trained on "
+                f"them would know them only as band1..band{count}, and fine-tuning or detection on Sentinel-2 rasters "
+                f"would refuse it. Name them: --assume-band-names {preset} if they are "
+                f"{', '.join(SENTINEL2_L2A_BANDS if preset == 'l2a' else SENTINEL2_BANDS)} in that order, "
+                "else the names in file order, e.g. B02,B03,B04,B08")
+    if unnamed:
+        more = f" (and {len(unnamed) - 1} more dates)" if len(unnamed) > 1 else ""
+        logger.warning("'%s'%s does not name its bands (%s): the model will know them only by position, and only "
+                       "rasters with the same bands in the same order will fit it. Name them with %s",
+                       unnamed[0].source, more, ", ".join(unnamed[0].band_names), ASSUME_FIX)
 
 
 def common_bands(scenes: Sequence[Scene], requested: Sequence[str] = ()) -> list[str]:
@@ -156,4 +215,4 @@ def shared_bands(dates: Sequence[DateRaster], requested: Sequence[str] = ()) -> 
     dropped = sorted({b for d in dates for b in d.band_names} - shared)
     if dropped:
         logger.warning("using the %d bands all dates share; ignoring %s", len(shared), ", ".join(dropped))
-    return canonical_order(shared)
+    return [b for b in dates[0].band_names if b in shared]  # the first date's order (see DateRaster.bands)

@@ -8,6 +8,7 @@ denoiser conditioned on the query encoder's features (so its gradient shapes the
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from ..distributed import concat_all_gather
 from ..losses import diffusion_loss, positive_pair_accuracy, swm_contrastive_loss
 from .denoiser import ConditionalDenoiser
 from .encoder import Encoder, ProjectionHead, pool
+
+logger = logging.getLogger(__name__)
 
 EXPORTED_PREFIXES = ("encoder_q.", "head_q.", "denoiser.")
 
@@ -78,13 +81,31 @@ class SwiMDiff(nn.Module):
             for b_q, b_k in zip(q_part.buffers(), k_part.buffers()):
                 b_k.copy_(b_q)
 
+    def key_groups(self, n: int) -> int:
+        """Batch-norm groups of a key batch of ``n``: ``key_bn_splits``, but never a group of one sample
+        (at 32 px the last stage is 1x1, and batch norm refuses a single value per channel)."""
+        return max(1, min(self.model_config.key_bn_splits, n // 2))
+
+    def warn_if_small_batch(self, batch_size: int) -> None:
+        """Log when a batch is too small for ``key_bn_splits`` groups of two (training still works)."""
+        if self.key_groups(batch_size) < self.model_config.key_bn_splits:
+            logger.warning("--batch-size %d is too small for %d key batch-norm groups of at least two patches; the "
+                           "keys are normalised in %d group(s), which weakens MoCo's shuffled batch norm: use a "
+                           "batch of %d or more", batch_size, self.model_config.key_bn_splits,
+                           self.key_groups(batch_size), 2 * self.model_config.key_bn_splits)
+
     @torch.no_grad()
     def keys(self, x_k: torch.Tensor) -> torch.Tensor:
-        """Momentum-encoder keys with shuffled batch-norm groups, (N, C, H, W) -> (N, D)."""
+        """Momentum-encoder keys with shuffled batch-norm groups, (N, C, H, W) -> (N, D).
+
+        The groups are random subsets of the batch the query encoder normalises as one group, so the
+        batch-statistics leak MoCo's shuffle guards against is reduced here, not removed (see
+        ``ModelConfig.key_bn_splits`` for why it stays so).
+        """
         n = x_k.shape[0]
         perm = torch.randperm(n, device=x_k.device)
-        chunks = x_k[perm].chunk(min(self.model_config.key_bn_splits, n))
-        k = torch.cat([self.head_k(pool(self.encoder_k(c)[-1])) for c in chunks])  # (N, D)
+        groups = x_k[perm].tensor_split(self.key_groups(n))  # sizes differ by at most one, each >= 2
+        k = torch.cat([self.head_k(pool(self.encoder_k(g)[-1])) for g in groups])  # (N, D)
         return F.normalize(k, dim=1)[torch.argsort(perm)]
 
     @torch.no_grad()
@@ -97,13 +118,19 @@ class SwiMDiff(nn.Module):
         self.queue_scene[index] = scene_id
         self.queue_ptr[0] = (self.queue_ptr[0] + k.shape[0]) % size
 
+    def draw_noise(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaussian noise and timesteps for ``x0`` from the global RNG (seeded per rank, see
+        :func:`~core.distributed.seed_rank`, so DDP ranks draw different noise), (n, C, H, W) -> eps, t (n,)."""
+        eps = torch.randn_like(x0)  # (n, C, H, W)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        return eps, t
+
     def diffusion_term(self, x0: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         """Noise a share of the query views and score the denoiser's eps prediction."""
         assert self.denoiser is not None
         n = max(1, math.ceil(self.loss_config.diffusion_fraction * x0.shape[0]))
         x0 = x0[:n]  # (n, C, H, W)
-        eps = torch.randn_like(x0)  # (n, C, H, W)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), device=x0.device)  # (n,)
+        eps, t = self.draw_noise(x0)  # (n, C, H, W), (n,)
         x_t = self.noise_scheduler.add_noise(x0, eps, t)  # (n, C, H, W)
         eps_pred = self.denoiser(x_t, t, [f[:n] for f in features])  # (n, C, H, W)
         return diffusion_loss(eps_pred, eps)
