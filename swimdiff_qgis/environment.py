@@ -26,8 +26,10 @@ LEAKING_PREFIX = "QGIS_"
 #: Where ``make setup`` puts the worker's interpreter, relative to the plugin folder (POSIX, Windows).
 VENV_PYTHONS = (Path(".venv", "bin", "python"), Path(".venv", "Scripts", "python.exe"))
 
-#: The command that creates the default worker environment.
-SETUP_HINT = "run `make setup` in {plugin_dir}"
+#: How to create the default worker environment: the plugin's own action first (a ZIP install has no terminal
+#: habit to rely on), then the developer's command.
+SETUP_HINT = ("click Set up SwiMDiff environment… on the SwiMDiff toolbar or in Raster › SwiMDiff "
+              "(in a terminal: `make setup` in {plugin_dir})")
 
 
 def clean_environment(env: Mapping[str, str]) -> dict[str, str]:
@@ -65,7 +67,8 @@ def find_worker_python(plugin_dir: Path) -> Path | None:
     return None
 
 
-def check_worker(python: Path, timeout: float = 60, cwd: Path = PLUGIN_DIR) -> tuple[bool, str]:
+def check_worker(python: Path, timeout: float = 60, cwd: Path = PLUGIN_DIR, hint: str | None = None
+                 ) -> tuple[bool, str]:
     """Check that an interpreter can run the worker: ``<python> -m core.cli --version``.
 
     The command runs in a clean environment (see :func:`clean_environment`), with ``cwd`` as working
@@ -75,13 +78,14 @@ def check_worker(python: Path, timeout: float = 60, cwd: Path = PLUGIN_DIR) -> t
         python: The interpreter to check.
         timeout: Seconds to wait for the answer (the first import of torch can be slow).
         cwd: Working directory of the command; the plugin folder by default.
+        hint: What fixes a missing or failing interpreter; :data:`SETUP_HINT` for ``cwd`` when None.
 
     Returns:
         ``(True, version text)`` when the command succeeds, else ``(False, message)`` where the message
         names the interpreter, what went wrong and the command that fixes it.
     """
     command = [str(python), "-m", "core.cli", "--version"]
-    hint = SETUP_HINT.format(plugin_dir=cwd)
+    hint = SETUP_HINT.format(plugin_dir=cwd) if hint is None else hint
     try:
         completed = subprocess.run(
             command,
@@ -110,17 +114,29 @@ def check_worker(python: Path, timeout: float = 60, cwd: Path = PLUGIN_DIR) -> t
     return True, completed.stdout.strip() or completed.stderr.strip()
 
 
-def worker_status(plugin_dir: Path = PLUGIN_DIR, timeout: float = 60) -> tuple[bool, str]:
+def worker_status(plugin_dir: Path = PLUGIN_DIR, timeout: float = 60, *, python: Path | None = None,
+                  source: str = "") -> tuple[bool, str]:
     """Describe the worker environment in one message for the user.
 
     Args:
         plugin_dir: The plugin folder (the repository root).
         timeout: Seconds to wait for the worker's answer.
+        python: The interpreter the user configured (it wins over the ``.venv``, as in runs); None to check
+            the plugin's ``.venv``.
+        source: Where ``python`` was configured, e.g. "the SwiMDiff/workerPython setting"; named in the message.
 
     Returns:
         ``(ok, message)``: the message names the interpreter and, when it works, the worker's version,
-        else what is wrong and the command that fixes it.
+        else what is wrong and what fixes it.
     """
+    if python is not None:
+        where = f" (from {source})" if source else ""
+        fix = (f"correct {source or 'the configured interpreter'}, or clear it to use "
+               f"{Path(plugin_dir) / '.venv'}")
+        ok, text = check_worker(python, timeout=timeout, cwd=plugin_dir, hint=fix)
+        if ok:
+            return True, f"Worker Python {python}{where} works: {text}"
+        return False, f"Worker Python {python}{where} does not work: {text}"
     python = find_worker_python(plugin_dir)
     if python is None:
         expected = Path(plugin_dir) / VENV_PYTHONS[0]

@@ -11,16 +11,13 @@ from collections.abc import Callable
 
 from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsMapLayerComboBox
-from qgis.PyQt.QtWidgets import QCheckBox, QFormLayout, QPushButton, QWidget
+from qgis.PyQt.QtWidgets import QCheckBox, QPushButton, QWidget
 
 from .model_info import CLASSIFIER_FIX, read_classifier_info, read_encoder_info
 from .runs import Runner
-from .widgets import folder_widget, geotiff_widget, info_label, show_info, spin
+from .widgets import Starter, folder_widget, form_layout, geotiff_widget, info_label, narrow, show_info, spin
 
 logger = logging.getLogger(__name__)
-
-#: The dock's way of starting a run: it calls the function and reports a ValueError or WorkerError.
-Starter = Callable[[Callable[[], object]], None]
 
 
 class ClassifyTab(QWidget):
@@ -40,13 +37,15 @@ class ClassifyTab(QWidget):
         super().__init__(parent)
         self.runner = runner
         self.start = start
-        form = QFormLayout(self)
-        self.raster_combo = QgsMapLayerComboBox()
+        form = form_layout(self)
+        self.raster_combo = narrow(QgsMapLayerComboBox())
         self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.model_widget = folder_widget("a land-cover classifier folder")
         self.model_widget.fileChanged.connect(self._model_changed)
         self.model_label = info_label("SwiMDiffClassifierInfo")
-        self.probabilities_check = QCheckBox("also the class probabilities")
+        self.probabilities_check = QCheckBox("also the probabilities")
+        self.probabilities_check.setToolTip("Also write and show the class probabilities beside the map, as "
+                                            "<map>_probabilities.tif")
         self.output_widget = geotiff_widget("temporary file")
         self.classify_button = QPushButton("Classify land cover")
         self.classify_button.clicked.connect(self.run_classify)
@@ -107,13 +106,15 @@ class TrainClassifierTab(QWidget):
         self.runner = runner
         self.start = start
         self.on_trained = on_trained
-        form = QFormLayout(self)
+        form = form_layout(self)
         self.data_widget = folder_widget("labelled patches (a sub-folder per class)")
         self.encoder_widget = folder_widget("optional: a pre-trained encoder folder")
         self.encoder_widget.fileChanged.connect(self._encoder_changed)
         self.encoder_label = info_label()
         self.epochs_spin = spin(1, 100_000, 10)
-        self.linear_probe_check = QCheckBox("train the linear layer only (frozen encoder)")
+        self.linear_probe_check = QCheckBox("linear probe")
+        self.linear_probe_check.setToolTip("Train only the linear layer on the frozen encoder's features (fast; "
+                                           "the encoder is not changed)")
         self.output_widget = folder_widget("output classifier folder")
         button = QPushButton("Train classifier")
         button.clicked.connect(self.run_train)

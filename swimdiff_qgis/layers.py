@@ -17,6 +17,7 @@ from typing import Any
 from qgis.core import (
     QgsColorRampShader,
     QgsLayerTreeGroup,
+    QgsMapLayer,
     QgsPalettedRasterRenderer,
     QgsProject,
     QgsRasterBandStats,
@@ -24,6 +25,7 @@ from qgis.core import (
     QgsRasterShader,
     QgsSingleBandPseudoColorRenderer,
 )
+from qgis.gui import QgsMapCanvas
 from qgis.PyQt.QtGui import QColor
 
 logger = logging.getLogger(__name__)
@@ -138,6 +140,31 @@ def add_run_group(project: QgsProject, run_name: str, layers: list[QgsRasterLaye
             project.addMapLayer(layer, False)
             group.addLayer(layer)
     return group
+
+
+def is_result_layer(layer: QgsMapLayer) -> bool:
+    """True for a layer of a SwiMDiff result (the panel's or Processing's): it carries the run's parameters."""
+    return bool(layer.customProperty(PARAMETERS_PROPERTY))
+
+
+def zoom_if_outside(canvas: QgsMapCanvas | None, layer: QgsMapLayer) -> bool:
+    """Zoom the map to ``layer`` when none of it is in view (a result far from the view would go unseen).
+
+    Args:
+        canvas: The map canvas; None (no window) does nothing.
+        layer: The new result layer.
+
+    Returns:
+        True when the map was zoomed.
+    """
+    if canvas is None:
+        return False
+    extent = canvas.mapSettings().layerExtentToOutputExtent(layer, layer.extent())
+    if extent.isEmpty() or canvas.extent().intersects(extent):
+        return False
+    canvas.setExtent(extent.buffered(0.05 * max(extent.width(), extent.height())))
+    canvas.refresh()
+    return True
 
 
 def add_detection_layers(outputs: Mapping[str, Any], parameters: Mapping[str, Any], run_name: str,

@@ -16,6 +16,8 @@ PRETRAIN_KIND = "swimdiff-pretrain"
 CLASSIFY_KIND = "swimdiff-classify"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+#: The resumable training state ``swimdiff pretrain`` keeps beside its model (``core/checkpoint.py``).
+STATE_FILE = "train_state.safetensors"
 #: What an invalid folder message ends with: how to fix it.
 ENCODER_FIX = ("choose a folder written by 'swimdiff pretrain' (the panel's 'Pre-train an encoder' page), or leave "
                "Encoder empty for random weights")
@@ -100,6 +102,35 @@ def read_encoder_info(folder: str | Path) -> EncoderInfo:
     patch_size = config.get("patch_size") or data.get("patch_size")
     return EncoderInfo(folder=folder, arch=str(architecture.get("arch", "unknown")), bands=tuple(bands),
                        patch_size=patch_size if isinstance(patch_size, int) else None)
+
+
+def holds_model(folder: str | Path) -> tuple[bool, bool]:
+    """What a pre-training output folder already holds, so that the panel can ask before the worker refuses.
+
+    Args:
+        folder: A ``swimdiff pretrain --out`` folder, existing or not.
+
+    Returns:
+        ``(model, state)``: a ``config.json``; a resumable training state.
+    """
+    folder = Path(folder)
+    return (folder / CONFIG_FILE).is_file(), (folder / STATE_FILE).is_file()
+
+
+def pretrained_steps(folder: str | Path) -> int | None:
+    """The steps behind the usable pre-trained model in ``folder`` (its provenance), None when there is none.
+
+    Args:
+        folder: A ``swimdiff pretrain`` output folder.
+    """
+    try:
+        read_encoder_info(folder)
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    provenance = config.get("provenance")
+    steps = provenance.get("steps_done") if isinstance(provenance, dict) else None
+    return steps if isinstance(steps, int) else None
 
 
 def read_classifier_info(folder: str | Path) -> ClassifierInfo:

@@ -7,23 +7,22 @@ Nothing here imports torch, rasterio, timm or diffusers: the heavy work runs in 
 from __future__ import annotations
 
 import logging
-import os
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qgis.core import Qgis, QgsApplication, QgsProcessingProvider, QgsTask
 from qgis.gui import QgisInterface, QgsMessageBar, QgsMessageBarItem
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QInputDialog, QLineEdit, QPushButton, QToolBar
 
 from .environment import PLUGIN_DIR, find_worker_python, worker_status
 from .qgis_log import LOG_TAG, MessageLogHandler, log
-from .settings import configured_python, set_setup_python, setup_python
+from .settings import chosen_worker_python, set_setup_python, setup_python
 from .setup_env import find_base_python
 from .tasks import SetupTask
-from .worker import PYTHON_VARIABLE
 
 if TYPE_CHECKING:
     from .dock import SwimDiffDock
@@ -34,6 +33,8 @@ TOOLBAR_NAME = "SwiMDiffToolbar"
 ICON_PATH = PLUGIN_DIR / "resources" / "icon.png"
 SETUP_ICON = "/mActionOptions.svg"  # a QGIS theme icon
 SETUP_BUTTON = "Set up environment"
+#: The first start's message: short, as the message bar shows one or two lines (the path is in its tooltip).
+START_OFFER = "its worker environment (PyTorch, in the plugin folder) needs a one-time set-up."
 #: How many of pip's last lines a failed setup shows behind the message bar's "Show more".
 FAILURE_LINES = 12
 
@@ -65,7 +66,11 @@ class SwimDiffPlugin:
         self.actions: list[QAction] = []
         self._log_handler: MessageLogHandler | None = None
         self._check_task: QgsTask | None = None  # kept referenced until it finishes
+        self._configured_check = False  # whether the running check is of a configured interpreter
         self._setup_task: SetupTask | None = None  # likewise
+        #: The message bar items that offer "Set up environment"; kept referenced, so that Python's garbage
+        #: collector never frees what their buttons call (a freed slot crashes QGIS on the click).
+        self._setup_offers: list[QgsMessageBarItem] = []
         self.provider: QgsProcessingProvider | None = None
         self.runner: Runner | None = None
         self.dock: SwimDiffDock | None = None
@@ -120,10 +125,9 @@ class SwimDiffPlugin:
         self.iface.addPluginToRasterMenu(MENU, setup)
         self.actions.append(setup)
 
-        if not os.environ.get(PYTHON_VARIABLE) and not configured_python() and find_worker_python(
+        if chosen_worker_python()[0] is None and find_worker_python(
                 self.plugin_dir) is None:  # a fresh install (e.g. from a ZIP): offer the setup at once
-            expected = self.plugin_dir / ".venv"
-            self.offer_setup(f"SwiMDiff needs its worker environment ({expected} is missing).")
+            self.offer_setup(START_OFFER, f"{self.plugin_dir / '.venv'} is missing")
 
     def unload(self) -> None:
         """Remove the Processing provider, the actions, the menu entries, the toolbar and the log handler."""
@@ -137,6 +141,7 @@ class SwimDiffPlugin:
             task, self._setup_task = self._setup_task, None  # its end reports to nobody
             task.line.disconnect()
             task.cancel()  # kills the running pip
+        self.withdraw_setup_offers()  # their buttons would call an unloaded plugin
         if self.runner is not None:
             self.runner.shutdown()  # the worker process ends; its task reports to nobody
             self.runner = None
@@ -190,9 +195,11 @@ class SwimDiffPlugin:
             self.iface.messageBar().pushMessage(LOG_TAG, "The environment check is running.", Qgis.Info, 5)
             return
         plugin_dir = self.plugin_dir  # copied on the main thread, as the task must not touch the plugin
+        python, source = chosen_worker_python()  # the interpreter the runs use: the variable, the setting
+        self._configured_check = python is not None
         self._check_task = QgsTask.fromFunction(
             "Checking the SwiMDiff worker environment",
-            lambda _task: worker_status(plugin_dir),
+            lambda _task: worker_status(plugin_dir, python=python, source=source),
             on_finished=self._show_environment,
         )
         QgsApplication.taskManager().addTask(self._check_task)
@@ -217,13 +224,20 @@ class SwimDiffPlugin:
         log(message, Qgis.Info if ok else Qgis.Warning)
         summary, _, details = message.partition("\n")
         if ok:
+            self.withdraw_setup_offers()
             self.iface.messageBar().pushMessage(LOG_TAG, summary, Qgis.Success, 10)
+        elif self._configured_check:  # a new .venv would not help: the configured interpreter wins over it
+            self.iface.messageBar().pushMessage(LOG_TAG, summary, details or summary, Qgis.Warning, 0)
         else:  # the worker's last error lines, if any, are in the log and the message's tooltip
             self.offer_setup(summary, details)
 
     # --- setting up the worker environment ----------------------------------------------------------------
     def offer_setup(self, text: str, details: str = "") -> QgsMessageBarItem:
-        """Show a warning in the message bar with a "Set up environment" button.
+        """Show a warning in the message bar with a "Set up environment" button; it replaces earlier offers.
+
+        The button calls a bound method and the item stays referenced in ``_setup_offers``: a closure
+        connected here would live only in a reference cycle (bar, item, button, slot) that Python's garbage
+        collector frees, and the click would then crash QGIS.
 
         Args:
             text: What is wrong, in one line.
@@ -232,22 +246,32 @@ class SwimDiffPlugin:
         Returns:
             The message bar item.
         """
-        bar = self.iface.messageBar()
+        self.withdraw_setup_offers()
         item = QgsMessageBar.createMessage(LOG_TAG, text)
         if details:
             item.setToolTip(details)
         button = QPushButton(SETUP_BUTTON, item)
         button.setObjectName("SwiMDiffSetupButton")
         button.setToolTip(f"Create {self.plugin_dir / '.venv'} and install the worker's requirements with pip")
-
-        def clicked() -> None:
-            bar.popWidget(item)
-            self.ask_setup_environment()
-
-        button.clicked.connect(clicked)
+        button.clicked.connect(self._setup_offer_taken)
         item.layout().addWidget(button)
-        bar.pushWidget(item, Qgis.Warning, 0)
+        self._setup_offers.append(item)
+        self.iface.messageBar().pushWidget(item, Qgis.Warning, 0)
         return item
+
+    def withdraw_setup_offers(self) -> None:
+        """Remove the "Set up environment" messages from the message bar (those the user did not close)."""
+        offers, self._setup_offers = self._setup_offers, []
+        bar = self.iface.messageBar()
+        for item in offers:
+            if not sip.isdeleted(item):  # the bar deletes the items the user closes
+                bar.popWidget(item)
+
+    def _setup_offer_taken(self) -> None:
+        """The "Set up environment" button was clicked: the set-up dialog comes; the offer goes once it is taken."""
+        self.ask_setup_environment()
+        if self._setup_task is not None:  # started (not cancelled in the dialog)
+            self.withdraw_setup_offers()
 
     def ask_setup_environment(self) -> None:
         """Ask which Python creates the environment (a found one is proposed), then set it up in a task."""
@@ -257,8 +281,8 @@ class SwimDiffPlugin:
             return
         proposed, reason = (Path(setup_python()), "") if setup_python() else find_base_python()
         venv = self.plugin_dir / ".venv"
-        label = (f"SwiMDiff will create {venv} with this Python (3.11 or newer) and install PyTorch and the "
-                 "other worker requirements with pip: several GB and minutes, and a network connection.\n"
+        label = (f"SwiMDiff will create\n{venv}\nwith this Python (3.11 or newer) and install PyTorch and the other "
+                 "worker requirements\nwith pip: several GB and minutes, and a network connection.\n"
                  + (f"Note: {reason}.\n" if reason else "") + "Python interpreter:")
         text, ok = QInputDialog.getText(self.iface.mainWindow(), "Set up the SwiMDiff environment", label,
                                         QLineEdit.Normal, str(proposed or ""))
@@ -286,8 +310,8 @@ class SwimDiffPlugin:
             return None
         task = SetupTask(base_python, self.plugin_dir)
         task.line.connect(log)
-        task.taskCompleted.connect(lambda: self._setup_ended(task))
-        task.taskTerminated.connect(lambda: self._setup_ended(task))
+        task.taskCompleted.connect(self._setup_ended)  # bound methods: no closure for the collector to free
+        task.taskTerminated.connect(self._setup_ended)
         self._setup_task = task
         set_setup_python(base_python)
         log(f"setting up the worker environment {self.plugin_dir / '.venv'} with {base_python}")
@@ -297,15 +321,19 @@ class SwimDiffPlugin:
         QgsApplication.taskManager().addTask(task)
         return task
 
-    def _setup_ended(self, task: SetupTask) -> None:
-        """Announce how the setup ended (main thread)."""
-        if task is not self._setup_task:  # unloaded meanwhile
+    def _setup_ended(self) -> None:
+        """Announce how the setup ended (main thread); a success also withdraws the stale set-up offers."""
+        task, self._setup_task = self._setup_task, None
+        if task is None:  # unloaded meanwhile
             return
-        self._setup_task = None
         bar = self.iface.messageBar()
         if task.result is not None:
+            self.withdraw_setup_offers()
             message = (f"SwiMDiff worker environment ready: {task.result.python} runs {task.result.version} "
                        f"(created with {task.base_python})")
+            python, source = chosen_worker_python()
+            if python is not None:
+                message += f"; runs still use {python} from {source}: clear it to use the new environment"
             log(message, Qgis.Success)
             bar.pushMessage(LOG_TAG, message, Qgis.Success, 0)
             if self.dock is not None:

@@ -3,8 +3,8 @@ QGIS window.
 
 :class:`Runner` is the dock's engine, kept free of widgets so tests drive it directly: it copies layer
 sources on the main thread, starts one :class:`~.tasks.WorkerTask` at a time, turns a finished detection
-or classification into styled layers and shows errors in the message bar in plain words (details in the
-"SwiMDiff" log).
+or classification into styled layers (never over an earlier result's file) and shows errors and the worker's
+warnings in the message bar in plain words (details in the "SwiMDiff" log).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from qgis.gui import QgisInterface
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .landcover import add_classification_layers
-from .layers import add_detection_layers
+from .layers import add_detection_layers, zoom_if_outside
+from .model_info import pretrained_steps
+from .panel.outputs import change_group_name, date_or_name, landcover_group_name, layer_file, unused_output
 from .qgis_log import LOG_TAG, log
 from .settings import resolve_worker_python
 from .tasks import WorkerTask
@@ -28,21 +30,14 @@ from .worker import WorkerError
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("model", "features", "cva")
+#: The detection methods: the worker's id and what the panel shows.
+METHOD_NAMES = {"model": "Change model (fine-tuned)", "features": "Feature distance (no labels)",
+                "cva": "Change vector analysis"}
+METHODS = tuple(METHOD_NAMES)
+#: How a run ended, as :attr:`Runner.ended` says it.
+DONE, FAILED, CANCELLED, STOPPED = "done", "failed", "cancelled", "stopped"
 
-
-def layer_file(layer: QgsRasterLayer | None, role: str) -> str:
-    """The file behind a raster layer, for the worker.
-
-    Raises:
-        ValueError: No layer, or one that is not a GDAL file (the message names the role and the fix).
-    """
-    if layer is None or not layer.isValid():
-        raise ValueError(f"choose the {role} raster layer")
-    if layer.providerType() != "gdal":
-        raise ValueError(f"the {role} layer '{layer.name()}' is not a file raster ({layer.providerType()}); "
-                         "export it to GeoTIFF first")
-    return layer.source().split("|")[0]
+__all__ = ["METHODS", "METHOD_NAMES", "Runner", "classifier_score", "layer_file"]
 
 
 def classifier_score(outputs: dict[str, Any]) -> str:
@@ -53,22 +48,44 @@ def classifier_score(outputs: dict[str, Any]) -> str:
     return "no score"
 
 
+def geotiff_output(out: str, name: str, siblings: list[str], inputs: list[str]) -> tuple[Path, str]:
+    """The GeoTIFF a run writes: ``out``, or a free name beside it when taken; a temporary file when empty.
+
+    Returns:
+        The path and, when the chosen name was taken, a sentence saying so (else "").
+
+    Raises:
+        ValueError: ``out`` does not end with .tif or .tiff.
+    """
+    chosen = Path(out) if out else Path(tempfile.mkdtemp(prefix="swimdiff-")) / name
+    if chosen.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"output '{chosen}' is not a GeoTIFF name; use a name ending with .tif")
+    path = unused_output(chosen, siblings, inputs)
+    if path == chosen:
+        return path, ""
+    return path, (f"'{chosen.name}' is taken (an earlier result or an input in {chosen.parent}): writing "
+                  f"'{path.name}' instead")
+
+
 class Runner(QObject):
     """Runs one worker task at a time for the dock and reports the outcome.
 
     Signals:
         started: ``(WorkerTask)`` when a task was handed to the task manager.
-        ended: ``(ok)`` when it finished, failed or was cancelled.
+        ended: ``(state, text)`` when it ended: state ``done``, ``failed``, ``cancelled`` or ``stopped`` (a
+            pre-training that stopped early), text what the panel's status line says.
+        model_ready: ``(command, folder)`` when a pre-training or fine-tuning wrote a usable model.
 
     Attributes:
-        iface: The QGIS interface (message bar).
+        iface: The QGIS interface (message bar, map canvas).
         project: Where result layers go.
         task: The running task (kept referenced until it finishes), or None.
         last_layers: The layers of the last detection or classification, for the caller and tests.
     """
 
     started = pyqtSignal("PyQt_PyObject")
-    ended = pyqtSignal(bool)
+    ended = pyqtSignal(str, str)
+    model_ready = pyqtSignal(str, str)
 
     def __init__(self, iface: QgisInterface, project: QgsProject | None = None) -> None:
         super().__init__()
@@ -82,17 +99,20 @@ class Runner(QObject):
         return self.task is not None
 
     def detect(self, t1: QgsRasterLayer | None, t2: QgsRasterLayer | None, out: str = "", model: str = "",
-               method: str = "model", threshold: float | None = None, probability: bool = True) -> WorkerTask:
+               method: str = "model", threshold: float | None = None, probability: bool = True,
+               band_names: str = "") -> WorkerTask:
         """Start ``swimdiff detect`` on two layers; the results become a styled layer group.
 
         Args:
             t1: The earlier raster layer (its grid is the output grid).
             t2: The later raster layer.
-            out: The change mask GeoTIFF; empty for a new file in a temporary folder.
-            model: A model folder; empty for the shipped default model.
+            out: The change mask GeoTIFF; empty for a new file in a temporary folder. When it (or its
+                probability sibling) exists, ``<stem>-2.tif``... is written instead, and the log says so.
+            model: A model folder; empty for the shipped default model (unused by ``cva``).
             method: ``model``, ``features`` or ``cva``.
             threshold: The threshold; None for the model's validated one (or Otsu's).
             probability: Also write (and show) the probability beside the mask.
+            band_names: ``--assume-band-names`` for unnamed bands (``l1c``, ``l2a`` or a list); empty for none.
 
         Returns:
             The started task.
@@ -104,9 +124,11 @@ class Runner(QObject):
         if method not in METHODS:
             raise ValueError(f"method '{method}' is unknown; use one of {', '.join(METHODS)}")
         sources = layer_file(t1, "earlier (t1)"), layer_file(t2, "later (t2)")
-        out_path = Path(out) if out else Path(tempfile.mkdtemp(prefix="swimdiff-")) / "change.tif"
-        if out_path.suffix.lower() not in (".tif", ".tiff"):
-            raise ValueError(f"output '{out_path}' is not a GeoTIFF name; use a name ending with .tif")
+        if Path(sources[0]).resolve() == Path(sources[1]).resolve():
+            raise ValueError(f"the earlier (t1) and later (t2) layers are the same file '{sources[0]}'; choose the "
+                             "two dates to compare")
+        model = "" if method == "cva" else model
+        out_path, renamed = geotiff_output(out, "change.tif", ["_probability"] if probability else [], list(sources))
         prob_path = out_path.with_name(f"{out_path.stem}_probability.tif") if probability else None
         args = ["--t1", sources[0], "--t2", sources[1], "--out", str(out_path), "--method", method]
         if model:
@@ -115,11 +137,18 @@ class Runner(QObject):
             args += ["--threshold", repr(float(threshold))]
         if prob_path is not None:
             args += ["--probability", str(prob_path)]
-        parameters = {"t1": sources[0], "t2": sources[1], "method": method, "model": model or "default",
+        args += ["--assume-band-names", band_names] if band_names else []
+        parameters = {"t1": sources[0], "t2": sources[1], "method": method,
+                      "model": "" if method == "cva" else model or "default",
                       "threshold_asked": "auto" if threshold is None else threshold}
+        if band_names:
+            parameters["assume_band_names"] = band_names
+        dates = (date_or_name(t1), date_or_name(t2)) if t1 is not None and t2 is not None else ("t1", "t2")
         outputs = [str(out_path)] + ([str(prob_path)] if prob_path else [])
         task = WorkerTask("SwiMDiff: detect changes", "detect", args, resolve_worker_python(), parameters, outputs)
-        task.succeeded.connect(lambda result: self._add_layers(result, parameters))
+        task.succeeded.connect(lambda result: self._add_layers(
+            result, parameters, change_group_name(*dates, parameters, time.strftime("%H:%M:%S")), renamed))
+        self._renamed(renamed)
         return self._start(task)
 
     def classify(self, raster: QgsRasterLayer | None, model: str, out: str = "",
@@ -129,7 +158,8 @@ class Runner(QObject):
         Args:
             raster: The raster layer to classify (its grid is the output grid).
             model: A ``swimdiff finetune-classify`` model folder.
-            out: The land-cover GeoTIFF; empty for a new file in a temporary folder.
+            out: The land-cover GeoTIFF; empty for a new file in a temporary folder; a taken name becomes
+                ``<stem>-2.tif``... (the log says so).
             probabilities: Also write (and show) the class probabilities beside the map.
 
         Returns:
@@ -142,34 +172,51 @@ class Runner(QObject):
         source = layer_file(raster, "input")
         if not model:
             raise ValueError("choose a land-cover classifier folder (written by 'swimdiff finetune-classify')")
-        out_path = Path(out) if out else Path(tempfile.mkdtemp(prefix="swimdiff-")) / "landcover.tif"
-        if out_path.suffix.lower() not in (".tif", ".tiff"):
-            raise ValueError(f"output '{out_path}' is not a GeoTIFF name; use a name ending with .tif")
+        out_path, renamed = geotiff_output(out, "landcover.tif", ["_probabilities"] if probabilities else [],
+                                           [source])
         prob_path = out_path.with_name(f"{out_path.stem}_probabilities.tif") if probabilities else None
         args = ["--raster", source, "--model", model, "--out", str(out_path)]
         if prob_path is not None:
             args += ["--probabilities", str(prob_path)]
         parameters = {"raster": source, "model": model}
+        label = date_or_name(raster) if raster is not None else "raster"
         outputs = [str(out_path)] + ([str(prob_path)] if prob_path else [])
         task = WorkerTask("SwiMDiff: classify land cover", "classify", args, resolve_worker_python(), parameters,
                           outputs)
-        task.succeeded.connect(lambda result: self._add_classification(result, parameters))
+        task.succeeded.connect(lambda result: self._add_classification(
+            result, parameters, landcover_group_name(label, model, time.strftime("%H:%M:%S")), renamed))
+        self._renamed(renamed)
         return self._start(task)
 
-    def pretrain(self, data: list[str], out: str, steps: int = 1000, batch_size: int = 64) -> WorkerTask:
+    def pretrain(self, data: list[str], out: str, steps: int = 1000, batch_size: int = 64, resume: bool = False,
+                 overwrite: bool = False, band_names: str = "") -> WorkerTask:
         """Start ``swimdiff pretrain`` on raster files or folders (unlabelled scenes).
 
+        Args:
+            data: Raster files or folders.
+            out: The model folder.
+            steps: The run's total steps (also when resuming).
+            batch_size: Patches per step.
+            resume: Continue the run in ``out`` from its training state.
+            overwrite: Replace the model in ``out``.
+            band_names: ``--assume-band-names`` for unnamed bands; empty for none.
+
         Raises:
-            ValueError: No data or no output folder.
+            ValueError: No data, no output folder, or both resume and overwrite.
         """
         if not data:
             raise ValueError("choose at least one raster layer or folder of unlabelled scenes")
         if not out:
             raise ValueError("choose an output folder for the pre-trained model")
+        if resume and overwrite:
+            raise ValueError("choose either Resume (continue the model in the output folder) or Overwrite "
+                             "(replace it), not both")
         args = ["--data", *data, "--out", out, "--steps", str(steps), "--batch-size", str(batch_size)]
+        args += (["--resume"] if resume else []) + (["--overwrite"] if overwrite else [])
+        args += ["--assume-band-names", band_names] if band_names else []
         task = WorkerTask("SwiMDiff: pre-train", "pretrain", args, resolve_worker_python(),
-                          {"data": data, "steps": steps, "batch_size": batch_size})
-        task.succeeded.connect(lambda result: self._done(f"Pre-trained model in {result.get('model_dir', out)}"))
+                          {"data": data, "steps": steps, "batch_size": batch_size, "resume": resume})
+        task.succeeded.connect(lambda result: self._pretrained(result, out, steps))
         return self._start(task)
 
     def finetune(self, data: str, out: str, encoder: str = "", steps: int = 600) -> WorkerTask:
@@ -183,8 +230,7 @@ class Runner(QObject):
         args = ["--data", data, "--out", out, "--steps", str(steps)] + (["--encoder", encoder] if encoder else [])
         task = WorkerTask("SwiMDiff: fine-tune change detection", "finetune-change", args, resolve_worker_python(),
                           {"data": data, "encoder": encoder or "random init", "steps": steps})
-        task.succeeded.connect(lambda result: self._done(
-            f"Change model in {result.get('model_dir', out)} (validation F1 {result.get('val_f1', float('nan')):.3f})"))
+        task.succeeded.connect(lambda result: self._finetuned(result, out))
         return self._start(task)
 
     def finetune_classify(self, data: str, out: str, encoder: str = "", epochs: int = 10,
@@ -214,7 +260,7 @@ class Runner(QObject):
         """Cancel the running task and drop its reports (the plugin is unloading: nothing may appear later)."""
         task, self.task = self.task, None
         if task is not None:
-            for signal in (task.succeeded, task.failed, task.taskCompleted, task.taskTerminated):
+            for signal in (task.succeeded, task.failed, task.warning, task.taskCompleted, task.taskTerminated):
                 signal.disconnect()
             task.cancel()
 
@@ -223,46 +269,86 @@ class Runner(QObject):
             raise ValueError("a SwiMDiff run is already going on; wait for it or cancel it")
         self.task = task
         task.failed.connect(self._failed)
-        task.taskCompleted.connect(lambda: self._release(True))
-        task.taskTerminated.connect(lambda: self._release(False))
+        task.warning.connect(self._warn)
+        task.taskCompleted.connect(lambda: self._release(task))
+        task.taskTerminated.connect(lambda: self._release(task))
         QgsApplication.taskManager().addTask(task)
         log(f"started: {task.python} -m core.cli {task.command} {' '.join(task.args)}")
         self.started.emit(task)
         return task
 
-    def _release(self, ok: bool) -> None:  # noqa: FBT001 (signal argument)
+    def _release(self, task: WorkerTask) -> None:
         self.task = None
-        self.ended.emit(ok)
+        if task.error is not None:
+            cancelled = task.error.cancelled
+            self.ended.emit(CANCELLED if cancelled else FAILED,
+                            "cancelled: nothing was written" if cancelled else f"failed: {task.error.message}")
+        elif task.stopped:
+            outputs = task.result.outputs if task.result is not None else {}
+            self.ended.emit(STOPPED, f"stopped at step {stopped_at(outputs, task.parameters)}")
+        else:
+            self.ended.emit(DONE, "done")
 
-    def _add_layers(self, outputs: dict[str, Any], parameters: dict[str, Any]) -> None:
+    def _renamed(self, note: str) -> None:
+        if note:
+            log(note, Qgis.Info)
+
+    def _add_layers(self, outputs: dict[str, Any], parameters: dict[str, Any], name: str, renamed: str) -> None:
         try:
-            self.last_layers = add_detection_layers(outputs, parameters, f"SwiMDiff change {time.strftime('%H:%M:%S')}",
-                                                    self.project)
+            self.last_layers = add_detection_layers(outputs, parameters, name, self.project)
         except ValueError as error:
             self._report(str(error), Qgis.Critical)
             return
+        zoom_if_outside(self.iface.mapCanvas(), self.last_layers.mask)
         self._done(f"Changes detected: {100 * float(outputs.get('changed_fraction', 0)):.2f} % of the pixels "
-                   f"changed (threshold {float(outputs.get('threshold', 0)):.3g})")
+                   f"changed (threshold {float(outputs.get('threshold', 0)):.3g})"
+                   + (f"; {renamed}" if renamed else ""))
 
-    def _add_classification(self, outputs: dict[str, Any], parameters: dict[str, Any]) -> None:
+    def _add_classification(self, outputs: dict[str, Any], parameters: dict[str, Any], name: str,
+                            renamed: str) -> None:
         try:
-            self.last_layers = add_classification_layers(
-                outputs, parameters, f"SwiMDiff land cover {time.strftime('%H:%M:%S')}", self.project)
+            self.last_layers = add_classification_layers(outputs, parameters, name, self.project)
         except ValueError as error:
             self._report(str(error), Qgis.Critical)
             return
+        zoom_if_outside(self.iface.mapCanvas(), self.last_layers.landcover)
         fractions = outputs.get("class_fractions") or {}
         main = sorted(fractions.items(), key=lambda item: -float(item[1]))[:3]
         self._done(f"Land cover classified into {len(outputs.get('classes', []))} classes"
-                   + (": " + ", ".join(f"{name} {100 * float(share):.1f} %" for name, share in main) if main else ""))
+                   + (": " + ", ".join(f"{name} {100 * float(share):.1f} %" for name, share in main) if main else "")
+                   + (f"; {renamed}" if renamed else ""))
+
+    def _pretrained(self, outputs: dict[str, Any], out: str, steps: int) -> None:
+        folder = str(outputs.get("model_dir", out))
+        if not outputs.get("stopped"):
+            self._done(f"Pre-trained model in {folder}")
+            self.model_ready.emit("pretrain", folder)
+            return
+        done = int(outputs.get("steps_done", 0))
+        text = f"Pre-training stopped at step {stopped_at(outputs, {'steps': steps})}"
+        if pretrained_steps(folder) == done:  # the worker saved a usable model at the stop
+            text += f"; the model of step {done} is in {folder}"
+            self.model_ready.emit("pretrain", folder)
+        else:
+            text += f"; no model yet in {folder}"
+        self._report(text + ": continue with Resume on the Pre-train page", Qgis.Info, 15)
+
+    def _finetuned(self, outputs: dict[str, Any], out: str) -> None:
+        folder = str(outputs.get("model_dir", out))
+        self._done(f"Change model in {folder} (validation F1 {outputs.get('val_f1', float('nan')):.3f})")
+        self.model_ready.emit("finetune-change", folder)
 
     def _done(self, message: str) -> None:
         log(message, Qgis.Success)
         self.iface.messageBar().pushMessage(LOG_TAG, message, Qgis.Success, 10)
 
+    def _warn(self, message: str) -> None:
+        """A worker warning (already in the log): shown in the message bar too."""
+        self.iface.messageBar().pushMessage(LOG_TAG, message, Qgis.Warning, 15)
+
     def _failed(self, error: WorkerError) -> None:
-        if error.details:
-            log(f"{error.kind}: {error.message}\n{error.details}", Qgis.Critical if not error.user_error else Qgis.Info)
+        if error.details and not error.user_error:
+            log(f"{error.kind}: {error.message}\n{error.details}", Qgis.Info if error.cancelled else Qgis.Critical)
         if error.cancelled:
             self._report(error.message, Qgis.Info, 5)
         elif error.user_error:
@@ -273,3 +359,9 @@ class Runner(QObject):
     def _report(self, message: str, level: Qgis.MessageLevel, duration: int = 0) -> None:
         log(message, level)
         self.iface.messageBar().pushMessage(LOG_TAG, message, level, duration)
+
+
+def stopped_at(outputs: dict[str, Any], parameters: dict[str, Any]) -> str:
+    """``N of M`` for a pre-training that stopped early (M: the worker's total, else the steps asked)."""
+    total = outputs.get("total_steps", parameters.get("steps", "?"))
+    return f"{int(outputs.get('steps_done', 0))} of {total}"

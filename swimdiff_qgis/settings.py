@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from qgis.core import QgsSettings
 
 from .environment import PLUGIN_DIR
-from .worker import worker_python
+from .worker import PYTHON_VARIABLE, worker_python
 
 #: The interpreter that runs the worker; empty for the ``.venv`` that ``make setup`` creates.
 WORKER_PYTHON_KEY = "SwiMDiff/workerPython"
@@ -29,6 +30,24 @@ def set_configured_python(python: str | Path | None) -> None:
         python: The interpreter to use from now on.
     """
     QgsSettings().setValue(WORKER_PYTHON_KEY, str(python or ""))
+
+
+def chosen_worker_python() -> tuple[Path | None, str]:
+    """The worker interpreter the user chose, and where: ``$SWIMDIFF_PYTHON``, else the setting.
+
+    The same order as :func:`resolve_worker_python` (which runs use), without the ``.venv`` fallback.
+
+    Returns:
+        ``(python, "the SWIMDIFF_PYTHON variable")`` or ``(python, "the SwiMDiff/workerPython setting")``,
+        or ``(None, "")`` when neither is set and runs use the plugin's ``.venv``.
+    """
+    variable = os.environ.get(PYTHON_VARIABLE, "").strip()
+    if variable:
+        return Path(variable), f"the {PYTHON_VARIABLE} variable"
+    configured = configured_python()
+    if configured:
+        return Path(configured), f"the {WORKER_PYTHON_KEY} setting"
+    return None, ""
 
 
 def resolve_worker_python(plugin_dir: Path = PLUGIN_DIR) -> Path:

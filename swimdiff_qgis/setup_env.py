@@ -1,6 +1,7 @@
 """Create the worker's Python environment: a venv in the plugin folder, filled with pip, with a streamed log.
 
-The steps are those of ``make setup`` without the Debian packages::
+The steps are those of ``make setup`` without the Debian packages and without the developer tools
+(``make setup`` installs ``requirements-dev.txt``, which adds them to ``requirements.txt``)::
 
     <base python> -m venv --system-site-packages <plugin>/.venv
     <venv python> -m pip install -r <plugin>/requirements.txt
@@ -170,7 +171,8 @@ def setup_commands(base_python: Path, plugin_dir: Path = PLUGIN_DIR, venv_dir: P
         venv_dir: Where the venv goes; ``<plugin_dir>/.venv`` when None.
 
     Returns:
-        Three argument lists: create the venv, install the requirements, install the plugin's ``core``.
+        Three argument lists: create the venv, install the runtime requirements (``requirements.txt``, no
+        developer tools), install the plugin's ``core``.
     """
     venv_dir = Path(venv_dir) if venv_dir is not None else Path(plugin_dir) / ".venv"
     python = str(venv_python(venv_dir))

@@ -17,7 +17,7 @@ from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .setup_env import SetupError, SetupResult, create_environment
-from .worker import WorkerError, WorkerRun, run_worker
+from .worker import LOG_LEVELS, WorkerError, WorkerRun, run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ class WorkerTask(QgsTask):
     Signals:
         message: ``(text)``, what the worker is doing (main thread).
         metric: ``(step, {name: value})`` for each metric event, e.g. the training loss (main thread).
+        warning: ``(text)`` for each warning the worker logs before a stop is asked (main thread), e.g.
+            that it took unnamed bands in order; the log has them too.
         succeeded: ``(outputs)`` when the worker returned a result.
         failed: ``(WorkerError)`` when it failed, crashed or was cancelled.
 
@@ -38,10 +40,13 @@ class WorkerTask(QgsTask):
         parameters: What the user chose, kept for the result layers' metadata.
         error: The error, once the task failed.
         result: The worker's run, once the task succeeded.
+        fraction: The share of the work the worker last reported (QGIS sets the task's own progress to
+            100 % whenever it ends, even when the work stopped early).
     """
 
     message = pyqtSignal(str)
     metric = pyqtSignal(int, "PyQt_PyObject")
+    warning = pyqtSignal(str)
     succeeded = pyqtSignal("PyQt_PyObject")
     failed = pyqtSignal("PyQt_PyObject")
 
@@ -66,7 +71,14 @@ class WorkerTask(QgsTask):
         self.output_files = list(output_files)
         self.error: WorkerError | None = None
         self.result: WorkerRun | None = None
+        self.fraction = 0.0
         self.message.connect(self._describe)  # queued to the main thread, where the task lives
+        self._errors: list[str] = []  # the worker's error lines, logged once the run's own error is known
+
+    @property
+    def stopped(self) -> bool:
+        """True when the worker returned a result but says it stopped early (a cancelled pre-training)."""
+        return self.result is not None and bool(self.result.outputs.get("stopped"))
 
     def _describe(self, text: str) -> None:
         self.setDescription(f"{self.base_description}: {text}" if text else self.base_description)
@@ -76,6 +88,7 @@ class WorkerTask(QgsTask):
         last = [""]
 
         def progress(fraction: float, text: str) -> None:
+            self.fraction = fraction
             self.setProgress(100.0 * fraction)
             if text != last[0]:
                 last[0] = text
@@ -84,14 +97,29 @@ class WorkerTask(QgsTask):
         try:
             self.result = run_worker(self.command, self.args, python=self.python, on_progress=progress,
                                      on_metric=lambda step, values: self.metric.emit(step, values),
-                                     should_stop=self.isCanceled, output_files=self.output_files)
-            return True
+                                     on_log=self._log, should_stop=self.isCanceled, output_files=self.output_files)
         except WorkerError as error:
             self.error = error
         except Exception as error:  # a bug in the plugin: keep its traceback for the log
             self.error = WorkerError("InternalError", f"{type(error).__name__}: {error}",
                                      details="".join(traceback.format_exception(error)))
-        return False
+        final = self.error.message if self.error is not None else None
+        for message in self._errors:
+            if message != final:  # the run's error is reported once, by whoever shows it
+                logger.error("%s", message)
+        return self.error is None
+
+    def _log(self, level: str, message: str) -> None:
+        """A worker log line (background thread): errors wait for the end, warnings also reach the dock."""
+        number = LOG_LEVELS.get(level, logging.INFO)
+        if number >= logging.ERROR:
+            self._errors.append(message)
+            return
+        if number >= logging.WARNING and not self.isCanceled():  # once stopping, warnings say just that
+            logger.warning("%s", message)
+            self.warning.emit(message)
+            return
+        logger.log(number if number < logging.WARNING else logging.INFO, "%s", message)
 
     def finished(self, ok: bool) -> None:  # noqa: FBT001 (signature fixed by QGIS)
         """Announce the outcome (main thread)."""
@@ -146,6 +174,7 @@ class SetupTask(QgsTask):
         try:
             self.result = create_environment(self.base_python, self.plugin_dir, on_line=self.line.emit,
                                              on_step=step, should_stop=self.isCanceled)
+            self.line.emit("ready")  # the last description is what QGIS's task list shows once it ends
             return True
         except SetupError as error:
             self.error = error

@@ -19,6 +19,7 @@ QgsTasks and the tests share it, and it never imports torch or rasterio.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -166,19 +167,21 @@ def _parse(line: str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-def remove_partial_outputs(paths: Iterable[str | Path]) -> None:
+def remove_partial_outputs(paths: Iterable[str | Path], pid: int | None = None) -> None:
     """Remove what a killed worker may have left beside its outputs.
 
-    The worker writes ``<folder>/.<name>.<random>.tmp`` and renames it into place when complete; a
-    worker killed mid-write leaves that temporary file. Complete outputs are not touched.
+    The worker writes ``<folder>/.<name>.<pid>.<random>.tmp`` and renames it into place when complete; a
+    worker killed mid-write leaves that temporary file. Complete outputs are not touched, nor (given
+    ``pid``) the temporaries of another process writing the same name.
 
     Args:
         paths: The output files the worker was asked to write.
+        pid: The killed worker's process id; None removes every temporary of those names.
     """
     for path in map(Path, paths):
         if not path.name or not path.parent.is_dir():
             continue
-        for partial in path.parent.glob(f".{path.name}.*.tmp"):
+        for partial in path.parent.glob(f".{glob.escape(path.name)}.{'' if pid is None else f'{pid}.'}*.tmp"):
             partial.unlink(missing_ok=True)
             logger.info("removed the partial output %s", partial)
 
@@ -329,7 +332,7 @@ def run_worker(
             if pipe is not None:
                 pipe.close()
         if killed:
-            remove_partial_outputs(output_files)
+            remove_partial_outputs(output_files, process.pid)
 
     details = "\n".join(stderr_tail)
     run.exit_code = exit_code

@@ -2,11 +2,12 @@
 
 It reads the scene from the JSON file named by ``$SWIMDIFF_SCENE`` and shows it with the plugin's own
 styling: for ``"kind": "change"`` two RGB rasters and the outputs of a ``swimdiff detect`` run
-(``layers.add_detection_layers``, the panel's Detect tab); for ``"kind": "landcover"`` an RGB raster under
-the outputs of a ``swimdiff classify`` run (``landcover.add_classification_layers``, the panel's Land cover
-tab). It zooms to the result, waits for the map and the panel's device check, then writes the ``ready``
-file (a report of the message bar, the legend and the panel) the test waits for before it grabs the
-screen. Problems go to the ``error`` file.
+(``layers.add_detection_layers``, the panel's Detect tab; ``"detect-panel"`` also chooses the run's method on
+the Detect page and measures the panel, also with the long device line of ``"long_device"``); for
+``"kind": "landcover"`` an RGB raster under the outputs of a ``swimdiff classify`` run
+(``landcover.add_classification_layers``, the panel's Land cover tab). It zooms to the result, waits for the
+map and the panel's device check, then writes the ``ready`` file (a report of the message bar, the legend and
+the panel) the test waits for before it grabs the screen. Problems go to the ``error`` file.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRasterMinMaxOrigin,
 )
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtWidgets import QDockWidget
 from qgis.utils import iface, plugins
 
@@ -76,7 +77,42 @@ def show_landcover(plugin: Any, package: ModuleType, project: QgsProject) -> Qgs
     return added.landcover
 
 
-SCENES = {"change": show_change, "landcover": show_landcover}
+def show_detect_panel(plugin: Any, package: ModuleType, project: QgsProject) -> QgsMapLayer:
+    """A CVA detection's layers and the Detect page as the run left it (CVA chosen). Returns the change map."""
+    mask = show_change(plugin, package, project)
+    page = plugin.dock.detect_page
+    page.method_combo.select(SCENE["parameters"]["method"])
+    page.output_widget.setFilePath(SCENE["outputs"]["change"])
+    return mask
+
+
+SCENES = {"change": show_change, "landcover": show_landcover, "detect-panel": show_detect_panel}
+
+
+def panel_geometry(dock: Any) -> dict[str, Any]:
+    """Where the panel and its Detect button are in the window, and how the Detect page reads."""
+    window = iface.mainWindow()
+    page = dock.detect_page
+    button = page.detect_button
+    return {"window_width": window.width(), "dock_left": dock.mapTo(window, QPoint(0, 0)).x(),
+            "dock_width": dock.width(), "button_right": button.mapTo(window, QPoint(button.width(), 0)).x(),
+            "method": page.method_combo.currentText(), "threshold": page.threshold_spin.text(),
+            "model_row_shown": page.model_widget.isVisible(), "note_height": page.model_label.height(),
+            "note_needed": page.model_label.heightForWidth(page.model_label.width()),
+            "line": page.model_label.fontMetrics().lineSpacing(), "device_lines": dock.device_label.height()
+            // max(dock.device_label.fontMetrics().lineSpacing(), 1)}
+
+
+def long_device_line_geometry(dock: Any) -> dict[str, Any]:
+    """The panel's geometry while the device line is the long one a fresh install shows before its set-up."""
+    shown = dock.device_label.text()
+    dock.show_device(SCENE["long_device"])
+    for _ in range(5):
+        QgsApplication.processEvents()
+    geometry = panel_geometry(dock)
+    dock.device_label.setText(shown)
+    dock.device_label.setToolTip(shown)
+    return geometry
 
 
 def report(dock: Any, result: QgsMapLayer) -> dict[str, Any]:
@@ -128,6 +164,10 @@ def build() -> None:
                 bar.popWidget(item)
         bar.pushMessage("SwiMDiff", SCENE["message"], 3, 0)  # Qgis.Success, as after a run
         shown = report(dock, result)
+        if "long_device" in SCENE:
+            shown["long_device"] = long_device_line_geometry(dock)
+            QgsApplication.processEvents()
+            shown["panel"] = panel_geometry(dock)
         QTimer.singleShot(1500, lambda: Path(SCENE["ready"]).write_text(json.dumps(shown)))
 
     QTimer.singleShot(1000, wait)

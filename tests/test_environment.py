@@ -73,8 +73,8 @@ def test_check_worker_reports_a_missing_interpreter(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "python"
     ok, message = check_worker(missing, cwd=tmp_path)
     assert ok is False
-    assert str(missing) in message
-    assert "make setup" in message
+    assert message == (f"worker interpreter {missing} does not exist; click Set up SwiMDiff environment… on the "
+                       f"SwiMDiff toolbar or in Raster › SwiMDiff (in a terminal: `make setup` in {tmp_path})")
 
 
 @POSIX_ONLY
@@ -120,11 +120,32 @@ def test_check_worker_gives_up_after_the_timeout(tmp_path: Path) -> None:
 def test_worker_status_names_the_interpreter_and_the_version(tmp_path: Path) -> None:
     assert worker_status(tmp_path) == (
         False,
-        f"No worker Python environment: {tmp_path}/.venv/bin/python is missing; "
-        f"run `make setup` in {tmp_path}",
-    )
+        f"No worker Python environment: {tmp_path}/.venv/bin/python is missing; click Set up SwiMDiff "
+        f"environment… on the SwiMDiff toolbar or in Raster › SwiMDiff (in a terminal: `make setup` in {tmp_path})",
+    )  # a ZIP user is pointed to the plugin's own action before a terminal
     python = make_fake_python(tmp_path / ".venv" / "bin" / "python", 'echo "swimdiff 0.1.0"')
     assert worker_status(tmp_path) == (True, f"Worker Python {python} works: swimdiff 0.1.0")
+
+
+@POSIX_ONLY
+def test_worker_status_checks_the_configured_interpreter_instead_of_the_venv(tmp_path: Path) -> None:
+    make_fake_python(tmp_path / ".venv" / "bin" / "python", 'echo "swimdiff 0.1.0 (venv)"')
+    configured = make_fake_python(tmp_path / "elsewhere" / "python", 'echo "swimdiff 0.1.0 (configured)"')
+    source = "the SwiMDiff/workerPython setting"
+
+    assert worker_status(tmp_path, python=configured, source=source) == (
+        True, f"Worker Python {configured} (from {source}) works: swimdiff 0.1.0 (configured)")
+
+    broken = make_fake_python(tmp_path / "broken" / "python", 'echo "No module named torch" >&2\nexit 1')
+    ok, message = worker_status(tmp_path, python=broken, source=source)
+    assert (ok, message.splitlines()) == (False, [
+        f"Worker Python {broken} (from {source}) does not work: {broken} -m core.cli --version failed with exit "
+        f"code 1; correct {source}, or clear it to use {tmp_path}/.venv",  # a new .venv would not be used
+        "No module named torch"])
+    missing = tmp_path / "nowhere" / "python"
+    assert worker_status(tmp_path, python=missing, source=source) == (
+        False, f"Worker Python {missing} (from {source}) does not work: worker interpreter {missing} does not "
+        f"exist; correct {source}, or clear it to use {tmp_path}/.venv")
 
 
 def test_environment_module_uses_only_the_standard_library() -> None:

@@ -74,3 +74,19 @@ def test_broken_json_names_the_file(tmp_path: Path) -> None:
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"^'.*/e/config\.json' cannot be read as JSON \(Expecting property name"):
         read_encoder_info(folder)
+
+
+def test_what_a_pretraining_folder_holds_and_the_steps_of_its_model(tmp_path: Path) -> None:
+    from swimdiff_qgis.model_info import holds_model, pretrained_steps
+
+    assert holds_model(tmp_path / "new") == (False, False) and pretrained_steps(tmp_path / "new") is None
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "train_state.safetensors").write_bytes(b"state")
+    assert holds_model(stopped) == (False, True) and pretrained_steps(stopped) is None  # nothing usable yet
+    folder = write_encoder(tmp_path / "enc", provenance={"steps_done": 120})
+    (folder / "train_state.safetensors").write_bytes(b"state")
+    assert holds_model(folder) == (True, True) and pretrained_steps(folder) == 120
+    assert pretrained_steps(write_encoder(tmp_path / "old", provenance={})) is None
+    assert pretrained_steps(write_encoder(tmp_path / "change", kind="swimdiff-change",
+                                          provenance={"steps_done": 5})) is None  # not an encoder

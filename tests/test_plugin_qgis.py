@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import gc
 import importlib.util
+import os
 import stat
 import sys
 import time
@@ -13,8 +15,9 @@ from types import ModuleType
 
 import pytest
 from qgis.core import Qgis, QgsApplication
+from qgis.gui import QgsProcessingAlgorithmDialogBase
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QCoreApplication, QEvent
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QSettings
 from qgis.PyQt.QtWidgets import QAction, QInputDialog, QPushButton, QToolBar
 
 pytestmark = pytest.mark.qgis
@@ -41,6 +44,30 @@ def load_plugin_package() -> ModuleType:
 def process_deferred_deletes() -> None:
     """Deliver pending ``deleteLater()`` calls, as the QGIS event loop would."""
     QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+
+
+def collect_garbage() -> None:
+    """Run Python's cycle collector and let the event loop turn, as happens in QGIS before a user clicks."""
+    gc.collect()
+    QgsApplication.processEvents()
+
+
+@pytest.fixture
+def private_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """QgsSettings in this test's own folder: empty, and invisible to the other test runs on this machine."""
+    folder = tmp_path_factory.mktemp("settings")
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(folder))
+    yield folder
+    shared = Path(os.environ["QGIS_CUSTOM_CONFIG_PATH"]) / "profiles" / "default"  # where pytest-qgis put them
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(shared))
+
+
+class CppMessageBarDialog(QgsProcessingAlgorithmDialogBase):
+    """A dialog whose message bar C++ creates, like QGIS's main window: no Python object keeps its wrapper.
+
+    pytest-qgis's message bar is a Python object that the mock interface keeps; with it, a slot that lives
+    only in a reference cycle through the bar survives the collector, and a crash in QGIS passes unseen.
+    """
 
 
 @pytest.fixture
@@ -84,6 +111,15 @@ def wait_for_messages(qgis_iface, level: Qgis.MessageLevel, timeout: float = 30,
         QgsApplication.processEvents()
         time.sleep(0.01)
     return bar_messages(qgis_iface, level)
+
+
+def wait_for_check(plugin, timeout: float = 30) -> None:
+    """Process events until the environment check has reported."""
+    deadline = time.monotonic() + timeout
+    while plugin._check_task is not None and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    assert plugin._check_task is None, "the environment check did not end in time"
 
 
 def test_class_factory_loads_the_plugin_under_any_package_name(plugin, qgis_iface) -> None:
@@ -146,8 +182,8 @@ def test_the_processing_provider_is_registered_once_and_removed_on_unload(plugin
     assert registry.providerById("swimdiff") is plugin.provider
     assert [p.id() for p in registry.providers()].count("swimdiff") == 1
     assert sorted(a.id() for a in plugin.provider.algorithms()) == [
-        "swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange", "swimdiff:finetunechange",
-        "swimdiff:finetuneclassify", "swimdiff:pretrain"]
+        "swimdiff:buildstack", "swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange",
+        "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain"]
     plugin.unload()
     assert plugin.provider is None and registry.providerById("swimdiff") is None
     plugin.initProcessing()  # reload
@@ -171,23 +207,107 @@ def test_environment_action_reports_a_working_worker(plugin, qgis_iface, tmp_pat
 
 
 def test_without_a_worker_the_plugin_offers_the_setup_at_start_and_after_a_check(
-    plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_settings: Path
 ) -> None:
     monkeypatch.delenv("SWIMDIFF_PYTHON", raising=False)
-    monkeypatch.setattr(sys.modules[f"{PACKAGE}.swimdiff_qgis.plugin"], "configured_python", lambda: "")
     plugin.plugin_dir = tmp_path
     plugin.initGui()
     assert bar_messages(qgis_iface, Qgis.Warning) == [
-        f"SwiMDiff:SwiMDiff needs its worker environment ({tmp_path}/.venv is missing)."]
+        "SwiMDiff:its worker environment (PyTorch, in the plugin folder) needs a one-time set-up."]
     assert [button.text() for button in setup_buttons(qgis_iface)] == ["Set up environment"]
+    assert [item.toolTip() for item in qgis_iface.messageBar().items()] == [f"{tmp_path}/.venv is missing"]
 
     environment_action(plugin).trigger()
+    wait_for_check(plugin)
+    process_deferred_deletes()
 
-    assert wait_for_messages(qgis_iface, Qgis.Warning, count=2)[0] == (  # the bar shows the newest first
-        f"SwiMDiff:No worker Python environment: {tmp_path}/.venv/bin/python is missing; "
-        f"run `make setup` in {tmp_path}"
-    )
-    assert len(setup_buttons(qgis_iface)) == 2
+    assert bar_messages(qgis_iface, Qgis.Warning) == [  # the new offer replaced the one from the start
+        f"SwiMDiff:No worker Python environment: {tmp_path}/.venv/bin/python is missing; click Set up SwiMDiff "
+        f"environment… on the SwiMDiff toolbar or in Raster › SwiMDiff (in a terminal: `make setup` in {tmp_path})"
+    ]
+    assert len(setup_buttons(qgis_iface)) == 1
+
+    plugin.unload()  # an offer left behind would call an unloaded plugin
+    process_deferred_deletes()
+    assert setup_buttons(qgis_iface) == [] and bar_messages(qgis_iface, Qgis.Warning) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the fake interpreter is a shell script")
+def test_a_check_that_finds_a_working_worker_withdraws_the_offer(
+    plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_settings: Path
+) -> None:
+    monkeypatch.delenv("SWIMDIFF_PYTHON", raising=False)
+    plugin.plugin_dir = tmp_path
+    plugin.initGui()
+    assert len(setup_buttons(qgis_iface)) == 1
+    python = tmp_path / ".venv" / "bin" / "python"  # meanwhile created in a terminal (`make setup`)
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "swimdiff 0.1.0"\n')
+    python.chmod(0o755)
+
+    environment_action(plugin).trigger()
+    wait_for_check(plugin)
+    process_deferred_deletes()
+
+    assert setup_buttons(qgis_iface) == [] and bar_messages(qgis_iface, Qgis.Warning) == []
+    assert bar_messages(qgis_iface, Qgis.Success) == [f"SwiMDiff:Worker Python {python} works: swimdiff 0.1.0"]
+
+
+def test_the_setup_button_survives_garbage_collection_before_the_click(
+    plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_settings: Path
+) -> None:
+    """In QGIS the slot of a closure died in the collector, and the click killed QGIS with signal 11."""
+    dialog = CppMessageBarDialog()
+    monkeypatch.setattr(qgis_iface, "messageBar", dialog.messageBar)  # a new wrapper at each call, as in QGIS
+    monkeypatch.delenv("SWIMDIFF_PYTHON", raising=False)
+    module = sys.modules[f"{PACKAGE}.swimdiff_qgis.plugin"]
+    monkeypatch.setattr(module, "find_base_python", lambda: (Path("/usr/bin/python3"), ""))
+    asked: list[tuple] = []
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(lambda *args: asked.append(args) or ("", False)))
+    plugin.plugin_dir = tmp_path
+    plugin.initGui()  # offers the setup: the folder has no .venv
+
+    collect_garbage()
+    (button,) = dialog.findChildren(QPushButton, "SwiMDiffSetupButton")
+    button.click()
+
+    assert [args[1] for args in asked] == ["Set up the SwiMDiff environment"]  # the click reached the plugin
+    process_deferred_deletes()
+    assert len(dialog.findChildren(QPushButton, "SwiMDiffSetupButton")) == 1  # cancelled: still offered
+
+    collect_garbage()
+    (button,) = dialog.findChildren(QPushButton, "SwiMDiffSetupButton")
+    button.click()  # a second click, after another collection
+    assert len(asked) == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the fake interpreters are shell scripts")
+def test_the_environment_check_uses_the_interpreter_set_in_the_settings(
+    plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_settings: Path
+) -> None:
+    settings = sys.modules[f"{PACKAGE}.swimdiff_qgis.settings"]
+    monkeypatch.delenv("SWIMDIFF_PYTHON", raising=False)
+    python = tmp_path / "configured" / "python"  # the plugin folder has no .venv: only the setting can answer
+    python.parent.mkdir()
+    python.write_text('#!/bin/sh\necho "swimdiff 0.1.0"\n')
+    python.chmod(0o755)
+    settings.set_configured_python(python)
+    assert (private_settings / "QGIS" / "QGIS3.ini").read_text().count(str(python)) == 1  # the real settings
+    plugin.plugin_dir = tmp_path
+    plugin.initGui()
+    assert setup_buttons(qgis_iface) == []  # nothing to set up: runs use the configured interpreter
+
+    environment_action(plugin).trigger()
+    assert wait_for_messages(qgis_iface, Qgis.Success) == [
+        f"SwiMDiff:Worker Python {python} (from the SwiMDiff/workerPython setting) works: swimdiff 0.1.0"]
+
+    python.write_text('#!/bin/sh\necho "No module named torch" >&2\nexit 1\n')
+    environment_action(plugin).trigger()
+    assert wait_for_messages(qgis_iface, Qgis.Warning) == [
+        f"SwiMDiff:Worker Python {python} (from the SwiMDiff/workerPython setting) does not work: {python} -m "
+        f"core.cli --version failed with exit code 1; correct the SwiMDiff/workerPython setting, or clear it to use "
+        f"{tmp_path}/.venv"]
+    assert setup_buttons(qgis_iface) == []  # a new .venv would not help while the setting points elsewhere
 
 
 def test_environment_action_shows_the_worker_error_in_the_message_bar(
@@ -204,7 +324,8 @@ def test_environment_action_shows_the_worker_error_in_the_message_bar(
 
     assert wait_for_messages(qgis_iface, Qgis.Warning) == [
         f"SwiMDiff:Worker Python {python} does not work: {python} -m core.cli --version failed with "
-        f"exit code 1; run `make setup` in {tmp_path}"
+        f"exit code 1; click Set up SwiMDiff environment… on the SwiMDiff toolbar or in Raster › SwiMDiff (in a "
+        f"terminal: `make setup` in {tmp_path})"
     ]
     (item,) = qgis_iface.messageBar().items()
     assert item.toolTip() == "No module named core.cli"  # the worker's own words
@@ -215,7 +336,7 @@ def test_environment_action_shows_the_worker_error_in_the_message_bar(
 
 
 @pytest.fixture
-def setup_case(plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def setup_case(plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_settings: Path):
     """A plugin folder without .venv, a fake base interpreter, a recorded input dialog and a recorded log."""
     from test_setup_env import FAKE_PYTHON
 
@@ -230,7 +351,7 @@ def setup_case(plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (folder / "requirements.txt").write_text("torch==2.14.1\n")
     module = sys.modules[f"{PACKAGE}.swimdiff_qgis.plugin"]
     remembered: list[str] = []
-    for name, value in (("configured_python", lambda: ""), ("setup_python", lambda: ""),  # no user settings
+    for name, value in (("setup_python", lambda: ""),  # the private settings are empty anyway
                         ("set_setup_python", lambda python: remembered.append(str(python))),
                         ("find_base_python", lambda: (base, ""))):
         monkeypatch.setattr(module, name, value)
@@ -265,6 +386,7 @@ def wait_for_setup(plugin, timeout: float = 60) -> None:
 def test_the_setup_button_creates_the_environment_and_names_the_new_worker(plugin, qgis_iface, setup_case) -> None:
     base, folder, asked, logged, remembered = setup_case
     venv_python = folder / ".venv" / "bin" / "python"
+    collect_garbage()  # in QGIS the click comes long after initGui
     (button,) = setup_buttons(qgis_iface)  # offered at start: the folder has no .venv
 
     button.click()
@@ -273,7 +395,7 @@ def test_the_setup_button_creates_the_environment_and_names_the_new_worker(plugi
     wait_for_setup(plugin)
 
     assert asked[0][4] == str(base)  # the found interpreter is proposed, the user may change it
-    assert f"create {folder / '.venv'} with this Python" in asked[0][2]
+    assert f"create\n{folder / '.venv'}\nwith this Python" in asked[0][2]
     assert setup_buttons(qgis_iface) == []  # the offer went away when it was taken
     assert bar_messages(qgis_iface, Qgis.Success) == [
         f"SwiMDiff:SwiMDiff worker environment ready: {venv_python} runs swimdiff 0.1.0 (created with {base})"]
@@ -281,8 +403,25 @@ def test_the_setup_button_creates_the_environment_and_names_the_new_worker(plugi
     pip_lines = [line for line in logged if "torch" in line]  # pip's output, line by line, in the log panel
     assert pip_lines == ["Collecting torch==2.14.1", "Successfully installed torch-2.14.1"] * 2
     assert logged.index(f"created {folder / '.venv'}") < logged.index("Collecting torch==2.14.1")
-    assert task.description() == f"SwiMDiff environment: $ {venv_python} -m core.cli --version"
+    assert task.description() == "SwiMDiff environment: ready"  # not the last command: QGIS shows it when done
     assert task.status() == task.Complete and task.progress() == 100
+
+
+def test_a_setup_from_the_toolbar_withdraws_the_stale_offer_when_it_succeeds(
+    plugin, qgis_iface, setup_case
+) -> None:
+    base, folder, _, _, _ = setup_case
+    assert len(setup_buttons(qgis_iface)) == 1  # "...is missing", offered at start
+
+    plugin.actions[2].trigger()  # the toolbar / menu action, not the offer's button
+    assert len(setup_buttons(qgis_iface)) == 1  # still offered while pip runs: the set-up may fail
+    wait_for_setup(plugin)
+    process_deferred_deletes()
+
+    assert setup_buttons(qgis_iface) == [] and bar_messages(qgis_iface, Qgis.Warning) == []
+    assert bar_messages(qgis_iface, Qgis.Success) == [
+        f"SwiMDiff:SwiMDiff worker environment ready: {folder}/.venv/bin/python runs swimdiff 0.1.0 (created with "
+        f"{base})"]
 
 
 def test_a_failed_setup_shows_pips_last_line(plugin, qgis_iface, setup_case, monkeypatch) -> None:
@@ -498,30 +637,9 @@ def test_cancelling_a_run_ends_the_worker_and_says_so(
 
     assert qgis_iface.messageBar().get_messages(Qgis.Info) == [
         "SwiMDiff:swimdiff detect was cancelled; nothing was written"]
-    assert dock.status.text() == "stopped" and not dock.cancel_button.isEnabled()
+    assert dock.status.text() == "cancelled: nothing was written" and not dock.cancel_button.isEnabled()
     with pytest.raises(ProcessLookupError):
         import os
 
         os.kill(int(pid_file.read_text()), 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pid", "python", "t1.tif", "t2.tif"]
-
-
-def test_make_zip_packs_the_plugin_without_tests_or_dev_files(tmp_path: Path) -> None:
-    import subprocess
-    import zipfile
-
-    if subprocess.run(["which", "zip"], capture_output=True).returncode != 0:
-        pytest.skip("the zip command is not installed")
-    archive = tmp_path / "swimdiff.zip"
-    subprocess.run(["make", "-s", "zip", f"ZIP={archive}"], cwd=ROOT, check=True, capture_output=True)
-
-    names = zipfile.ZipFile(archive).namelist()
-    assert all(name.startswith("swimdiff/") for name in names)
-    for needed in ("metadata.txt", "__init__.py", "requirements.txt", "Makefile", "resources/icon.png",
-                   "swimdiff_qgis/plugin.py", "swimdiff_qgis/processing/provider.py", "core/cli.py"):
-        assert f"swimdiff/{needed}" in names
-    for banned in ("tests/", "bench/", "docs/", "scripts/", ".ci/", ".venv/", "__pycache__/", "runs/", ".git/"):
-        assert not [name for name in names if f"/{banned}" in name], banned
-    zipfile.ZipFile(archive).extractall(tmp_path)
-    metadata = (tmp_path / "swimdiff" / "metadata.txt").read_text()
-    assert "name=SwiMDiff" in metadata and "hasProcessingProvider=yes" in metadata

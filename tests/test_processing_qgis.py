@@ -36,8 +36,8 @@ pytestmark = pytest.mark.qgis
 
 BANDS = ("B02", "B03", "B04", "B08")
 CHANGED = (slice(10, 30), slice(20, 44))  # rows, columns of the generated new building block
-ALGORITHMS = ["swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange", "swimdiff:finetunechange",
-              "swimdiff:finetuneclassify", "swimdiff:pretrain"]
+ALGORITHMS = ["swimdiff:buildstack", "swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange",
+              "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain"]
 CVA = 2  # index of "cva" in swimdiff:detectchange's METHOD options
 
 
@@ -103,7 +103,7 @@ def worker_children() -> list[str]:
     return found
 
 
-def test_the_provider_lists_its_six_algorithms_with_typed_parameters(provider) -> None:
+def test_the_provider_lists_its_seven_algorithms_with_typed_parameters(provider) -> None:
     registry = QgsApplication.processingRegistry()
     assert sorted(a.id() for a in registry.providerById("swimdiff").algorithms()) == ALGORITHMS
     detect = registry.algorithmById("swimdiff:detectchange")

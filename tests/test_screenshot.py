@@ -7,6 +7,9 @@ with the real ``swimdiff`` CLI, starts QGIS on a fresh profile with the plugin e
 
 - ``qgis-change-map.png``: RGB VRTs of the two OSCD Nantes dates and ``swimdiff detect``'s change map from
   the shipped model (about 30 s on 2 busy cores);
+- ``qgis-panel-detect.png``: the same dates with a CVA change map and the Detect page as that run leaves it
+  (method in words, Otsu's threshold, no model row); it also checks that the panel and its Detect button stay on
+  the 1600 px screen, also with the long device line a fresh install shows before its set-up;
 - ``qgis-landcover.png``: an 8-bit RGB rendering of the Boadella Sentinel-2 scene and ``swimdiff classify``'s
   land-cover map from a classifier trained on the 100 EuroSAT patches (about a minute; it reuses
   ``runs/demo-landcover/model`` when ``make demo-landcover`` has written one).
@@ -163,6 +166,46 @@ def test_qgis_shows_a_styled_change_map_and_the_panel(tmp_path: Path, display: s
     red = (image[..., 0] > 180) & (image[..., 1] < 60) & (image[..., 2] < 60)  # the change mask's colour
     assert red.sum() > 100, "no change pixels are visible on the map"
     save_screenshot(tmp_path, "qgis-change-map.png")
+
+
+#: The device line of a fresh install before "Set up environment" (336 characters in the issue's QGIS window).
+LONG_DEVICE = ("unknown (No worker Python environment: /home/someone/.local/share/QGIS/QGIS3/profiles/default/python/"
+               "plugins/swimdiff/.venv/bin/python is missing; click Set up SwiMDiff environment… on the SwiMDiff "
+               "toolbar or in Raster › SwiMDiff (in a terminal: `make setup` in /home/someone/.local/share/QGIS/"
+               "QGIS3/profiles/default/python/plugins/swimdiff), or point the SWIMDIFF_PYTHON variable or the "
+               "SwiMDiff settings to an interpreter with the requirements installed)")
+
+
+@pytest.mark.skipif(not NANTES.is_dir(), reason="../shared/data/oscd/images/nantes is not here")
+def test_qgis_shows_the_detect_panel_in_words_within_the_screen(tmp_path: Path, display: str) -> None:
+    t1 = rgb_vrt(NANTES / "imgs_1", tmp_path / "nantes_t1_rgb.vrt")
+    t2 = rgb_vrt(NANTES / "imgs_2", tmp_path / "nantes_t2_rgb.vrt")
+    outputs = swimdiff("detect", "--t1", str(NANTES / "imgs_1"), "--t2", str(NANTES / "imgs_2"), "--method", "cva",
+                       "--out", str(tmp_path / "change.tif"), "--probability", str(tmp_path / "change_probability.tif"))
+    dates = dict(line.split(": ") for line in (NANTES / "dates.txt").read_text().splitlines() if ": " in line)
+    day = {key: f"{value[:4]}-{value[4:6]}-{value[6:]}" for key, value in dates.items()}
+    scene = {
+        "kind": "detect-panel", "t1": str(t1), "t2": str(t2), "outputs": outputs, "long_device": LONG_DEVICE,
+        "t1_name": f"Nantes {day['date_1']} (t1, RGB)", "t2_name": f"Nantes {day['date_2']} (t2, RGB)",
+        "group": f"SwiMDiff change {day['date_1']} → {day['date_2']}, CVA, {time.strftime('%H:%M:%S')}",
+        "parameters": {"t1": str(NANTES / "imgs_1"), "t2": str(NANTES / "imgs_2"), "method": "cva", "model": ""},
+        "message": f"Changes detected: {100 * outputs['changed_fraction']:.2f} % of the pixels changed "
+                   f"(threshold {outputs['threshold']:.3g})",
+    }
+    report, image = show_in_qgis(tmp_path, display, scene)
+    assert report["tab"] == "Detect changes"
+    panel, long_line = report["panel"], report["long_device"]
+    assert panel["method"] == "Change vector analysis"  # words, not the id "cva"
+    assert panel["threshold"] == "auto (Otsu's)" and not panel["model_row_shown"]  # CVA: no model, Otsu's
+    assert panel["note_height"] <= panel["note_needed"] + panel["line"]  # the CVA note leaves no gap around it
+    for geometry in (panel, long_line):
+        assert geometry["dock_left"] + geometry["dock_width"] <= geometry["window_width"] == SCREEN[0], geometry
+        assert geometry["button_right"] <= geometry["window_width"], geometry  # Detect stays on the screen
+    assert long_line["dock_width"] == panel["dock_width"]  # the long device line wraps instead of widening the panel
+    assert long_line["device_lines"] >= 4
+    red = (image[..., 0] > 180) & (image[..., 1] < 60) & (image[..., 2] < 60)
+    assert red.sum() > 100, "no change pixels are visible on the map"
+    save_screenshot(tmp_path, "qgis-panel-detect.png")
 
 
 def render_rgb(scene: Path, out: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from swimdiff_qgis import worker
+from swimdiff_qgis.environment import SETUP_HINT
 from swimdiff_qgis.worker import WorkerError, remove_partial_outputs, run_worker, worker_command, worker_python
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fake interpreters are shell scripts")
@@ -134,7 +135,7 @@ def test_cancel_terminates_a_worker_that_stops_cleanly(tmp_path: Path) -> None:
 
 def test_cancel_kills_a_worker_that_ignores_terminate_and_removes_its_partial_output(tmp_path: Path) -> None:
     out = tmp_path / "change.tif"
-    partial = tmp_path / ".change.tif.0badc0de.tmp"
+    partial = tmp_path / ".change.tif.$$.0badc0de.tmp"  # named with the worker's pid, as core's writers do
     finished = tmp_path / "other.tif"
     finished.write_text("a complete output stays")
     pid_file = tmp_path / "pid"
@@ -149,7 +150,7 @@ def test_cancel_kills_a_worker_that_ignores_terminate_and_removes_its_partial_ou
                    should_stop=lambda: stop[0], output_files=[out, finished], grace=0.5)
 
     assert caught.value.cancelled and caught.value.exit_code == worker.EXIT_CANCELLED
-    assert not partial.exists() and not out.exists()
+    assert list(tmp_path.glob(".change.tif.*.tmp")) == [] and not out.exists()
     assert finished.read_text() == "a complete output stays"
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
@@ -163,6 +164,13 @@ def test_remove_partial_outputs_leaves_other_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [".b.tif.1234.tmp", "a.tif"]
 
 
+def test_remove_partial_outputs_of_one_worker_leaves_a_concurrent_runs_file(tmp_path: Path) -> None:
+    (tmp_path / ".a.tif.1234.0123abcd.tmp").write_text("the killed worker's")
+    (tmp_path / ".a.tif.5678.4567cdef.tmp").write_text("another run's, still writing")
+    remove_partial_outputs([tmp_path / "a.tif"], pid=1234)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.tif.5678.4567cdef.tmp"]
+
+
 def test_worker_python_prefers_the_variable_then_the_setting_then_the_venv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,7 +178,8 @@ def test_worker_python_prefers_the_variable_then_the_setting_then_the_venv(
     with pytest.raises(WorkerError) as caught:
         worker_python(None, plugin_dir=tmp_path)
     assert caught.value.kind == "WorkerMissing"
-    assert f"{tmp_path}/.venv/bin/python is missing; run `make setup` in {tmp_path}" in caught.value.message
+    hint = SETUP_HINT.format(plugin_dir=tmp_path)  # what fixes it, as the plugin says it everywhere
+    assert f"{tmp_path}/.venv/bin/python is missing; {hint}" in caught.value.message
 
     venv = fake_python(tmp_path / ".venv" / "bin" / "python", "exit 0")
     assert worker_python("", plugin_dir=tmp_path) == venv

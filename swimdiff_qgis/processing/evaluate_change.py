@@ -6,6 +6,7 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -40,8 +41,11 @@ class EvaluateChangeAlgorithm(SwimDiffAlgorithm):
         self.addParameter(QgsProcessingParameterFile("MODEL", "Model folder (empty: the shipped default model)",
                                                      behavior=folder, optional=True))
         self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", options=list(METHOD_LABELS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterString("CITIES", "Cities (comma-separated; empty: all labelled)",
-                                                       optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "CITIES", "Cities (comma-separated; empty: the cities the model was not trained on)", optional=True))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            "INCLUDE_TRAINING_CITIES", "Allow the model's own training cities (their scores are not held out)",
+            defaultValue=False)))
         self.addParameter(advanced(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)",
                                                                 defaultValue="auto")))
         self.addParameter(QgsProcessingParameterFolderDestination("REPORT", "Report folder", optional=True,
@@ -59,6 +63,8 @@ class EvaluateChangeAlgorithm(SwimDiffAlgorithm):
             args += ["--model", model]
         if cities := self.parameterAsString(parameters, "CITIES", context).strip():
             args += ["--cities", cities]
+        if self.parameterAsBool(parameters, "INCLUDE_TRAINING_CITIES", context):
+            args.append("--include-training-cities")
         report = self.parameterAsFileOutput(parameters, "REPORT", context)
         scores_file = self.parameterAsFileOutput(parameters, "JSON", context)
         if report:

@@ -6,6 +6,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..environment import PLUGIN_DIR
+from .build_stack import BuildStackAlgorithm
 from .classify import ClassifyAlgorithm
 from .detect_change import DetectChangeAlgorithm
 from .evaluate_change import EvaluateChangeAlgorithm
@@ -34,7 +35,8 @@ class SwimDiffProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (name fixed by QGIS)
         for algorithm in (DetectChangeAlgorithm(), PretrainAlgorithm(), FinetuneChangeAlgorithm(),
-                          EvaluateChangeAlgorithm(), ClassifyAlgorithm(), FinetuneClassifyAlgorithm()):
+                          EvaluateChangeAlgorithm(), ClassifyAlgorithm(), FinetuneClassifyAlgorithm(),
+                          BuildStackAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (name fixed by QGIS)
