@@ -9,7 +9,7 @@ export QT_QPA_PLATFORM ?= offscreen
 
 .PHONY: setup apt venv demo demo-pretrain demo-landcover default-model test lint bench-pretrain bench-detect bench-ablation bench-classify clean zip deploy
 
-## setup: everything the project needs, idempotent (apt packages when missing, .venv, pinned pip deps)
+## setup: everything the project needs, idempotent (apt packages when missing, .venv, pinned runtime + dev deps)
 setup: apt $(STAMP)
 
 apt:
@@ -20,9 +20,10 @@ apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml
+# requirements-dev.txt = -r requirements.txt + the dev tools: ONE pip call, or pip may swap torch between calls
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
@@ -67,14 +68,17 @@ bench-ablation: setup
 bench-classify: setup
 	$(PY) bench/bench_classify.py --data $(DATA) $(if $(ENCODER),--encoder $(ENCODER))
 
-## zip: dist/swimdiff.zip for QGIS's "Install from ZIP" (plugin, core, resources; no tests or dev files)
+## zip: dist/swimdiff.zip for QGIS's "Install from ZIP" (plugin, core, resources; no tests or dev files;
+## its README.md is resources/README-plugin.md, written for the installed plugin)
 ZIP ?= dist/swimdiff.zip
-ZIP_EXCLUDE := ^(tests|bench|docs|scripts|\.ci)/|^\.gitignore$$|^resources/make_icon\.py$$|(^|/)__pycache__/
+ZIP_BUILD ?= build/zip
+ZIP_EXCLUDE := ^(tests|bench|docs|scripts|\.ci)/|^\.gitignore$$|^README\.md$$|^resources/(make_icon\.py|README-plugin\.md)$$|(^|/)__pycache__/
 zip:
-	@rm -rf build/zip && mkdir -p build/zip/swimdiff $(dir $(ZIP))
+	@rm -rf $(ZIP_BUILD) && mkdir -p $(ZIP_BUILD)/swimdiff $(dir $(ZIP))
 	@git ls-files --cached --others --exclude-standard | grep -Ev '$(ZIP_EXCLUDE)' \
-	  | while read -r f; do [ -f "$$f" ] && echo "$$f"; done | xargs -d '\n' cp --parents -t build/zip/swimdiff
-	@rm -f $(ZIP) && cd build/zip && zip -qr $(abspath $(ZIP)) swimdiff
+	  | while read -r f; do [ -f "$$f" ] && echo "$$f"; done | xargs -d '\n' cp --parents -t $(ZIP_BUILD)/swimdiff
+	@cp resources/README-plugin.md $(ZIP_BUILD)/swimdiff/README.md
+	@rm -f $(ZIP) && cd $(ZIP_BUILD) && zip -qr $(abspath $(ZIP)) swimdiff
 	@echo "$(ZIP): $$(unzip -Z1 $(ZIP) | grep -vc /$$) files"
 
 ## deploy: link this working tree into a QGIS profile's plugin folder (QGIS_PROFILE=default)
