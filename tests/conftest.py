@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +148,37 @@ def forest_sea_raster(path: Path, height: int = 96, width: int = 160, nodata_blo
     image = image.clip(1, 255).astype("uint8")
     image[:, :nodata_block, :nodata_block] = 0
     return write_geotiff(path, image, nodata=0)
+
+
+# --- QGIS fixtures shared by the QGIS test files (qgis is imported inside them, so core tests never need it) ---
+
+@pytest.fixture
+def provider(qgis_processing) -> Iterator:
+    """The SwiMDiff Processing provider, registered for one test (the plugin tests register their own copy)."""
+    from qgis.core import QgsApplication
+
+    from swimdiff_qgis.processing.provider import SwimDiffProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = SwimDiffProvider()
+    assert registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)
+
+
+@pytest.fixture
+def dock(qgis_iface, qgis_new_project) -> Iterator:
+    """The SwiMDiff panel with its runner, as the plugin creates them (messages cleared)."""
+    from swimdiff_qgis.dock import SwimDiffDock
+    from swimdiff_qgis.runs import Runner
+
+    qgis_iface.messageBar().clear_messages()
+    runner = Runner(qgis_iface)
+    dock = SwimDiffDock(qgis_iface, runner)
+    yield dock
+    runner.shutdown()
+    dock.shutdown()
+    dock.deleteLater()
 
 
 # --- Table-driven bad-input cases (issue 11): one row per case -------------------------------------------

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,6 @@ from qgis.PyQt.QtGui import QColor
 
 from conftest import forest_sea_raster, make_rgb_classes, write_geotiff
 from swimdiff_qgis.model_info import ClassifierInfo, read_classifier_info
-from swimdiff_qgis.processing.provider import SwimDiffProvider
 from swimdiff_qgis.settings import resolve_worker_python
 
 pytestmark = pytest.mark.qgis
@@ -102,16 +100,6 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_classifier(tmp_path_factory.mktemp("classifier"))
 
 
-@pytest.fixture
-def provider(qgis_processing) -> Iterator[SwimDiffProvider]:
-    """The provider, registered for one test."""
-    registry = QgsApplication.processingRegistry()
-    provider = SwimDiffProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
-
-
 # --- what the panel reads from a classifier folder ---------------------------------------------------------
 
 
@@ -154,20 +142,6 @@ def test_an_unusable_classifier_folder_says_what_is_wrong(tmp_path: Path, change
 
 
 # --- the panel's land-cover tabs --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def dock(qgis_iface, qgis_new_project) -> Iterator:
-    """The SwiMDiff panel with its runner, as the plugin creates them (messages cleared)."""
-    from swimdiff_qgis.dock import SwimDiffDock
-    from swimdiff_qgis.runs import Runner
-
-    qgis_iface.messageBar().clear_messages()
-    runner = Runner(qgis_iface)
-    dock = SwimDiffDock(qgis_iface, runner)
-    yield dock
-    runner.shutdown()
-    dock.deleteLater()
 
 
 def wait_until_idle(dock, timeout: float = 240) -> None:

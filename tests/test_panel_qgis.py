@@ -38,21 +38,6 @@ DEVICE_BEFORE_SETUP = (
 
 
 @pytest.fixture
-def dock(qgis_iface, qgis_new_project) -> Iterator:
-    """The SwiMDiff panel with its runner, as the plugin creates them (messages cleared)."""
-    from swimdiff_qgis.dock import SwimDiffDock
-    from swimdiff_qgis.runs import Runner
-
-    qgis_iface.messageBar().clear_messages()
-    runner = Runner(qgis_iface)
-    dock = SwimDiffDock(qgis_iface, runner)
-    yield dock
-    runner.shutdown()
-    dock.shutdown()
-    dock.deleteLater()
-
-
-@pytest.fixture
 def logged() -> Iterator[list[tuple[str, int]]]:
     """``(message, level)`` of each "SwiMDiff" log entry, with the plugin's logging forwarded as initGui does."""
     entries: list[tuple[str, int]] = []

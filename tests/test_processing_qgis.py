@@ -6,7 +6,6 @@ Every run uses the CVA method on small generated rasters, so it is fast and need
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,6 @@ from qgis.core import (
 )
 
 from conftest import smooth_field, write_geotiff
-from swimdiff_qgis.processing.provider import SwimDiffProvider
 
 pytestmark = pytest.mark.qgis
 
@@ -39,16 +37,6 @@ CHANGED = (slice(10, 30), slice(20, 44))  # rows, columns of the generated new b
 ALGORITHMS = ["swimdiff:buildstack", "swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange",
               "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain"]
 CVA = 2  # index of "cva" in swimdiff:detectchange's METHOD options
-
-
-@pytest.fixture
-def provider(qgis_processing) -> Iterator[SwimDiffProvider]:
-    """The provider, registered for one test (the plugin tests register their own copy)."""
-    registry = QgsApplication.processingRegistry()
-    provider = SwimDiffProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 def make_pair(folder: Path, size: int = 64, t2_bands: tuple[str, ...] = BANDS) -> tuple[Path, Path]:

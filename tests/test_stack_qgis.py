@@ -5,30 +5,18 @@ Band files are written with QGIS's own GDAL (osgeo), keeping rasterio out of the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from osgeo import gdal, osr
-from qgis.core import QgsApplication, QgsCoordinateReferenceSystem, QgsProcessingException, QgsRasterLayer
-
-from swimdiff_qgis.processing.provider import SwimDiffProvider
+from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsRasterLayer
 
 pytestmark = pytest.mark.qgis
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 METRES = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20,
           "B09": 60, "B10": 60, "B11": 20, "B12": 20}
-
-
-@pytest.fixture
-def provider(qgis_processing) -> Iterator[SwimDiffProvider]:
-    registry = QgsApplication.processingRegistry()
-    provider = SwimDiffProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 def write_band(path: Path, metres: int, size: int = 120, driver: str = "GTiff") -> Path:

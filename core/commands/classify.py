@@ -7,8 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..events import Reporter
-from .common import Formatter, StopOnSignal
-from .detect import VALUE_SCALE_CHOICES
+from .common import Formatter, StopOnSignal, add_reading_options
 
 if TYPE_CHECKING:
     from ..data.raster import DateRaster
@@ -104,15 +103,7 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
                    help="overlap of neighbouring windows in pixels (default: half a window)%(default).0s")
     p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--assume-band-names", default="", metavar="NAMES",
-                   help="names for the bands of a raster that does not name them (no band descriptions), in file "
-                        "order: 'l2a' for B01..B12 without B10, 'l1c' for all 13, or a comma-separated list "
-                        "(default: its descriptions or *_Bxx.tif file names; else by order, with a warning)")
-    p.add_argument("--value-scale", choices=("auto", *VALUE_SCALE_CHOICES), default="auto",
-                   help="the scale of the raster's values. auto reads it from a sample: reflectance (0-1) into a "
-                        "model trained on Sentinel-2 digital numbers (0-10000) is multiplied by 10000 (and the "
-                        "reverse divided), with a warning; 8-bit values (0-255) into such a model, or reflectance "
-                        "into a model trained on 8-bit JPG/PNG, stop with an error. Say the scale when auto is wrong")
+    add_reading_options(p)
     p.set_defaults(run=_run_classify)
 
 

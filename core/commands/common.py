@@ -44,3 +44,20 @@ class StopOnSignal:
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+VALUE_SCALE_CHOICES = ("sentinel2_dn", "reflectance", "uint8")  # core.data.normalization.VALUE_SCALES (no numpy here)
+
+
+def add_reading_options(p: argparse.ArgumentParser) -> None:
+    """``--assume-band-names`` and ``--value-scale``: how a model's input rasters are named and scaled."""
+    p.add_argument("--assume-band-names", default="", metavar="NAMES",
+                   help="names for the bands of an input raster that does not name them (no band descriptions), "
+                        "in file order: 'l2a' for B01..B12 without B10, 'l1c' for all 13, or a comma-separated list "
+                        "(default: band descriptions or *_Bxx.tif file names; else by order, with a warning)")
+    p.add_argument("--value-scale", choices=("auto", *VALUE_SCALE_CHOICES), default="auto",
+                   help="the scale of the input values (model and features methods). auto reads it from a "
+                        "sample: reflectance (0-1) into a model trained on Sentinel-2 digital numbers (0-10000) is "
+                        "multiplied by 10000 (and the reverse divided), with a warning; 8-bit values (0-255) into "
+                        "such a model, or reflectance into a model trained on 8-bit JPG/PNG, stop with an error. "
+                        "Say the scale when auto is wrong")

@@ -6,9 +6,7 @@ import argparse
 import logging
 
 from ..events import Reporter
-from .common import Formatter, StopOnSignal
-
-VALUE_SCALE_CHOICES = ("sentinel2_dn", "reflectance", "uint8")  # core.data.normalization.VALUE_SCALES (no numpy here)
+from .common import Formatter, StopOnSignal, add_reading_options
 
 logger = logging.getLogger("core.cli")
 
@@ -46,15 +44,7 @@ def add(commands: argparse._SubParsersAction) -> None:
                         "unlike the training cities models are less sure of real changes: a lower value (e.g. "
                         "0.15) finds more of them at the cost of false alarms")
     p.add_argument("--bands", default="", help="cva: comma-separated bands to compare (default: all both share)")
-    p.add_argument("--assume-band-names", default="", metavar="NAMES",
-                   help="names for the bands of rasters that do not name them (no band descriptions), in file "
-                        "order: 'l2a' for B01..B12 without B10, 'l1c' for all 13, or a comma-separated list "
-                        "(default: their descriptions or *_Bxx.tif file names; else by order, with a warning)")
-    p.add_argument("--value-scale", choices=("auto", *VALUE_SCALE_CHOICES), default="auto",
-                   help="model, features: the scale of the rasters' values. auto reads it from a sample: "
-                        "reflectance (0-1) into a model trained on Sentinel-2 digital numbers (0-10000) is "
-                        "multiplied by 10000 (and the reverse divided), with a warning; 8-bit values (0-255) "
-                        "into such a model, or the reverse, stop with an error. Say the scale when auto is wrong")
+    add_reading_options(p)
     p.add_argument("--tile", type=int, default=256, help="tile side in pixels (memory grows with tile x width)")
     p.add_argument("--overlap", type=int, default=32, help="model, features: overlap of neighbouring tiles, blended")
     p.add_argument("--batch-size", type=int, default=8, help="model, features: tiles per forward pass")
