@@ -165,9 +165,14 @@ class SwimDiffDock(QgsDockWidget):
         self.cancel_button.setEnabled(True)
         for button in self.run_buttons:
             button.setEnabled(False)  # one run at a time
-        task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
+        # bound methods, never lambdas: PyQt drops a bound method's connection when the dock is destroyed, while
+        # a lambda would outlive it and touch a deleted widget (an exception in a slot aborts QGIS)
+        task.progressChanged.connect(self._progress)
         task.message.connect(self._message)
         task.metric.connect(self.plot.add)
+
+    def _progress(self, value: float) -> None:
+        self.progress.setValue(int(value))
 
     def _message(self, text: str) -> None:
         if not self._cancelling:  # "cancelling…" stays until the run has ended

@@ -179,6 +179,20 @@ def dock(qgis_iface, qgis_new_project) -> Iterator:
     runner.shutdown()
     dock.shutdown()
     dock.deleteLater()
+    wait_for_no_tasks()  # a run left by a failed test must not report into the next test's panel
+
+
+def wait_for_no_tasks(timeout: float = 30.0) -> None:
+    """Turn the event loop until QGIS's task manager has no active task (or ``timeout`` seconds passed)."""
+    import time
+
+    from qgis.core import QgsApplication
+
+    deadline = time.monotonic() + timeout
+    while QgsApplication.taskManager().countActiveTasks() and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    QgsApplication.processEvents()
 
 
 # --- Table-driven bad-input cases (issue 11): one row per case -------------------------------------------

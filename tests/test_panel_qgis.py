@@ -548,3 +548,39 @@ def test_unnamed_bands_warn_in_the_message_bar_until_the_page_names_them(dock, q
     wait_until_idle(dock)
     assert dock.status.text() == "done" and bar(qgis_iface, Qgis.Warning) == warnings  # no new warning
     assert "assume_band_names: l2a" in dock.runner.last_layers.mask.metadata().abstract()
+
+
+def test_a_run_that_reports_after_the_panel_is_gone_touches_nothing(qgis_iface, qgis_new_project, fake_worker,
+                                                                    tmp_path: Path, monkeypatch) -> None:
+    """Unloading the plugin during a run: the worker still reports while it stops, after the panel was deleted.
+    A slot that touched a deleted widget would raise, and PyQt aborts QGIS on an exception in a slot (here the
+    hook records it instead)."""
+    import sys
+
+    from qgis.PyQt import sip
+    from qgis.PyQt.QtCore import QCoreApplication, QEvent
+
+    from conftest import wait_for_no_tasks
+    from swimdiff_qgis.dock import SwimDiffDock
+    from swimdiff_qgis.runs import Runner
+
+    raised: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, error, tb: raised.append(error))
+    still = event(event="progress", fraction=0.5, message="still stopping")
+    fake_worker(f"on_term() {{ for i in 1 2 3 4 5 6; do {still}; sleep 0.05; done; exit 130; }}", "trap on_term TERM",
+                event(event="progress", fraction=0.1, message="step 1/10"), "while :; do sleep 0.05; done")
+    runner = Runner(qgis_iface)
+    dock = SwimDiffDock(qgis_iface, runner)
+    dock.pretrain_page.scene_folder.setFilePath(str(tmp_path))
+    dock.pretrain_page.pretrain_out.setFilePath(str(tmp_path / "model"))
+    dock.pretrain_page.run_buttons[0].click()
+    wait_for(lambda: dock.status.text() == "step 1/10")
+
+    runner.shutdown()  # what the plugin's unload does
+    dock.shutdown()
+    dock.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    assert sip.isdeleted(dock)
+    wait_for_no_tasks()
+
+    assert raised == []
