@@ -41,11 +41,11 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.classification import finetune_classify, load_classifier, normalise, predict_logits  # noqa: E402
-from core.classification_metrics import micro_map  # noqa: E402
 from core.config import ClassifyConfig  # noqa: E402
-from core.data.normalization import BandStats  # noqa: E402
-from core.data.patches import PatchSet, load_patches  # noqa: E402
+from core.io.normalization import BandStats  # noqa: E402
+from core.landcover.metrics import micro_map  # noqa: E402
+from core.landcover.patches import PatchSet, load_patches  # noqa: E402
+from core.landcover.training import finetune_classify, load_classifier, normalise, predict_logits  # noqa: E402
 from scripts.scenes import unlabelled_scenes  # noqa: E402
 
 
@@ -234,7 +234,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("core.classification").setLevel(logging.ERROR)  # leave-one-out trains without a split
+    logging.getLogger("core.landcover.training").setLevel(logging.ERROR)  # leave-one-out trains without a split
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -24,9 +24,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.change.training import CHANGE_KIND
 from core.checkpoint import save_model
-from core.data.bands import SENTINEL2_BANDS
-from core.finetune import CHANGE_KIND
+from core.io.bands import SENTINEL2_BANDS
 from core.models.siamese import SiameseUNet
 
 REPO = Path(__file__).resolve().parents[1]

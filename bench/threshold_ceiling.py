@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.ablation import TEST_CITIES  # noqa: E402
-from core.data.change_patches import load_city  # noqa: E402
-from core.data.normalization import BandStats  # noqa: E402
-from core.data.oscd import oscd_cities  # noqa: E402
-from core.finetune import best_threshold, load_change_model, pooled_counts  # noqa: E402
-from core.predict import predict_probability  # noqa: E402
+from core.change.oscd import oscd_cities  # noqa: E402
+from core.change.patches import load_city  # noqa: E402
+from core.change.predict import predict_probability  # noqa: E402
+from core.change.training import best_threshold, load_change_model, pooled_counts  # noqa: E402
+from core.io.normalization import BandStats  # noqa: E402
 
 
 def city_probabilities(model_dir: Path, data: Path, cities: list[str]) -> tuple[list[np.ndarray], list[np.ndarray],

@@ -5,7 +5,7 @@ A model folder holds ``model.safetensors`` (weights of the unwrapped modules) an
 Resumable state is one ``train_state.safetensors`` file: tensors (full model, optimizer moments,
 RNG) plus JSON metadata (step, optimizer hyper-parameters, history) in the safetensors header.
 Every file is written to a hidden temporary in the same folder (named after the file and this
-process, see :mod:`core.data.writer`), checked, then renamed: a full disk keeps the previous file
+process, see :mod:`core.io.writer`), checked, then renamed: a full disk keeps the previous file
 and raises :class:`~core.errors.OutputError` ("no space left on '<folder>'").
 """
 
@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data.writer import LIVE_TEMPORARIES, remove_stale_temporaries, sync_file, temporary_name, write_error
 from .errors import CheckpointFormatError
+from .io.writer import LIVE_TEMPORARIES, remove_stale_temporaries, sync_file, temporary_name, write_error
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"

@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         reporter.close()
         if "torch" in sys.modules:  # only commands that trained can have joined a process group
-            from .distributed import leave_process_group
+            from .pretrain.distributed import leave_process_group
 
             leave_process_group()
 

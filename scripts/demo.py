@@ -20,12 +20,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 
+from core.change.default_model import DEFAULT_CHANGE_MODEL  # noqa: E402
+from core.change.metrics import count_changes  # noqa: E402
+from core.change.oscd import oscd_cities, read_change_mask  # noqa: E402
+from core.change.patches import read_city_pair  # noqa: E402
+from core.change.report import rgb_preview, save_comparison  # noqa: E402
 from core.cli import main as swimdiff  # noqa: E402
-from core.data.change_patches import read_city_pair  # noqa: E402
-from core.data.oscd import oscd_cities, read_change_mask  # noqa: E402
-from core.default_model import DEFAULT_CHANGE_MODEL  # noqa: E402
-from core.metrics import count_changes  # noqa: E402
-from core.report import rgb_preview, save_comparison  # noqa: E402
 
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 

@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.ablation import BANDS, TEST_CITIES, TRAIN_CITIES, VAL_FRACTION  # noqa: E402
+from core.change.default_model import DEFAULT_CHANGE_MODEL  # noqa: E402
+from core.change.training import CHANGE_KIND  # noqa: E402
 from core.checkpoint import FORMAT_VERSION, atomic_write_text, load_model, save_model  # noqa: E402
 from core.cli import main as swimdiff  # noqa: E402
-from core.default_model import DEFAULT_CHANGE_MODEL  # noqa: E402
-from core.finetune import CHANGE_KIND  # noqa: E402
 from scripts.scenes import unlabelled_scenes  # noqa: E402
 
 

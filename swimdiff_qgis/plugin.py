@@ -25,7 +25,7 @@ from .setup_env import find_base_python
 from .tasks import SetupTask
 
 if TYPE_CHECKING:
-    from .dock import SwimDiffDock
+    from .panel.dock import SwimDiffDock
     from .runs import Runner
 
 MENU = "&SwiMDiff"
@@ -174,7 +174,7 @@ class SwimDiffPlugin:
         if self.dock is None:
             if not visible:
                 return
-            from .dock import SwimDiffDock  # lazy: QGIS starts faster without the panel's widgets
+            from .panel.dock import SwimDiffDock  # lazy: QGIS starts faster without the panel's widgets
             from .runs import Runner
 
             self.runner = Runner(self.iface)

@@ -272,9 +272,9 @@ class Runner(QObject):
         task.warning.connect(self._warn)
         task.taskCompleted.connect(lambda: self._release(task))
         task.taskTerminated.connect(lambda: self._release(task))
+        self.started.emit(task)  # before the task may run: the panel connects to its first messages
         QgsApplication.taskManager().addTask(task)
         log(f"started: {task.python} -m core.cli {task.command} {' '.join(task.args)}")
-        self.started.emit(task)
         return task
 
     def _release(self, task: WorkerTask) -> None:

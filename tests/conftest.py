@@ -79,7 +79,7 @@ def make_geotiff(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def make_band_folder(tmp_path: Path) -> Callable[..., Path]:
     """Factory for a Sentinel-2 style folder: ``<prefix>_Bxx.tif`` at 10, 20 and 60 m."""
-    from core.data.bands import SENTINEL2_BANDS
+    from core.io.bands import SENTINEL2_BANDS
 
     resolution = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "B05": 20, "B06": 20, "B07": 20, "B8A": 20,
                   "B11": 20, "B12": 20, "B01": 60, "B09": 60, "B10": 60}
@@ -169,7 +169,7 @@ def provider(qgis_processing) -> Iterator:
 @pytest.fixture
 def dock(qgis_iface, qgis_new_project) -> Iterator:
     """The SwiMDiff panel with its runner, as the plugin creates them (messages cleared)."""
-    from swimdiff_qgis.dock import SwimDiffDock
+    from swimdiff_qgis.panel.dock import SwimDiffDock
     from swimdiff_qgis.runs import Runner
 
     qgis_iface.messageBar().clear_messages()

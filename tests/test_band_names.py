@@ -28,8 +28,10 @@ from conftest import (
     smooth_field,
     write_geotiff,
 )
+from core.change.pair import name_by_order
 from core.checkpoint import FORMAT_VERSION
-from core.data.bands import (
+from core.errors import BandMismatchError, ValueScaleError
+from core.io.bands import (
     SENTINEL2_BANDS,
     SENTINEL2_L2A_BANDS,
     assumed_band_names,
@@ -39,11 +41,9 @@ from core.data.bands import (
     parse_band_list,
     vrt_band_names,
 )
-from core.data.normalization import BandStats, estimate_band_stats, rescale_factor, scale_of_values, with_value_scale
-from core.data.raster import StackReader, open_date
-from core.data.scenes import discover_scenes, same_pixels
-from core.errors import BandMismatchError, ValueScaleError
-from core.infer import name_by_order
+from core.io.normalization import BandStats, estimate_band_stats, rescale_factor, scale_of_values, with_value_scale
+from core.io.raster import StackReader, open_date
+from core.pretrain.scenes import discover_scenes, same_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "resources" / "models" / "oscd-change"
@@ -265,8 +265,8 @@ def test_float_reflectance_gives_the_digital_number_map(shared_data, tmp_path, c
 
 
 def test_an_rgb_export_is_read_by_its_band_names_not_their_order(tmp_path, capsys) -> None:
-    from core.classification import finetune_classify
     from core.config import ClassifyConfig
+    from core.landcover.training import finetune_classify
 
     data = make_rgb_classes(tmp_path / "data", per_class=8, classes=("Forest", "Sea"))
     finetune_classify(data, tmp_path / "model", ClassifyConfig(linear_probe=True, epochs=6, batch_size=8,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.bench_classify import finished_run, heldout_scores, loo_value, prior_scores, subset_folder, train
-from core.data.patches import PatchSet, load_patches
+from core.landcover.patches import PatchSet, load_patches
 
 CLASSIFICATION = Path("classification")
 

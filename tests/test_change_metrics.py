@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data.oscd import oscd_cities, read_change_mask
+from core.change.cva import cva_magnitude, otsu_from_histogram, otsu_threshold, standardise
+from core.change.metrics import ChangeCounts, count_changes
+from core.change.oscd import oscd_cities, read_change_mask
 from core.errors import RasterReadError
-from core.metrics import ChangeCounts, count_changes
-from core.unsupervised import cva_magnitude, otsu_from_histogram, otsu_threshold, standardise
 
 
 def test_counts_and_scores() -> None:

@@ -12,7 +12,16 @@ import torch
 
 from conftest import make_rgb_classes, smooth_field, write_geotiff, write_png
 from core.checkpoint import load_model
-from core.classification import (
+from core.cli import main
+from core.config import ClassifyConfig
+from core.errors import BandMismatchError
+from core.history import read_csv
+from core.io.band_mapping import map_bands
+from core.io.bands import SENTINEL2_L2A_BANDS
+from core.io.normalization import BandStats
+from core.landcover.metrics import average_precision, micro_map, multi_label_scores, single_label_scores
+from core.landcover.patches import EUROSAT_MS_BANDS, load_patches
+from core.landcover.training import (
     CLASSIFY_KIND,
     batch_slices,
     finetune_classify,
@@ -20,15 +29,6 @@ from core.classification import (
     normalise,
     split_indices,
 )
-from core.classification_metrics import average_precision, micro_map, multi_label_scores, single_label_scores
-from core.cli import main
-from core.config import ClassifyConfig
-from core.data.band_mapping import map_bands
-from core.data.bands import SENTINEL2_L2A_BANDS
-from core.data.normalization import BandStats
-from core.data.patches import EUROSAT_MS_BANDS, load_patches
-from core.errors import BandMismatchError
-from core.history import read_csv
 
 CLASSIFICATION = Path("classification")
 TINY_PRETRAIN = ["--steps", "2", "--batch-size", "4", "--patch-size", "32", "--queue-size", "16",

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from conftest import BadInput, check_bad_input, make_oscd, make_rgb_classes, run_cli, smooth_field, write_geotiff
+from core.change.training import CHANGE_KIND
 from core.checkpoint import load_model, save_model
 from core.cli import user_os_error
 from core.config import LossConfig, ModelConfig, TrainConfig, resume_conflicts
-from core.data.normalization import BandStats
-from core.distributed import DistInfo, rank_seed, seed_rank
-from core.finetune import CHANGE_KIND
+from core.io.normalization import BandStats
 from core.models.siamese import SiameseUNet
 from core.models.swimdiff import SwiMDiff
+from core.pretrain.distributed import DistInfo, rank_seed, seed_rank
 
 TINY = ["--patch-size", "32", "--queue-size", "32", "--log-every", "1", "--num-workers", "0"]
 OSCD = ("B02", "B03", "B04", "B08")
@@ -349,15 +349,16 @@ def test_two_ranks_draw_different_diffusion_noise() -> None:
 def test_prepare_run_seeds_each_rank_after_building_the_same_model(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Without real DDP: prepare_run as rank 0 and rank 1 of 2 gives equal weights but different random draws."""
-    import core.train
+    import core.pretrain.training
     from core.config import DataConfig
 
     data = DataConfig(paths=(str(scene(tmp_path)),), patch_size=32, num_workers=0)
     draws, weights = [], []
     for rank in (0, 1):
-        monkeypatch.setattr(core.train, "init_distributed", lambda name, r=rank: DistInfo(r, 2, 0))
-        run = core.train.prepare_run(data, ModelConfig(queue_size=16), LossConfig(), TrainConfig(steps=2, device="cpu"),
-                                     tmp_path / "out", False, (), lambda fraction, message: None)
+        monkeypatch.setattr(core.pretrain.training, "init_distributed", lambda name, r=rank: DistInfo(r, 2, 0))
+        run = core.pretrain.training.prepare_run(data, ModelConfig(queue_size=16), LossConfig(),
+                                                 TrainConfig(steps=2, device="cpu"), tmp_path / "out", False, (),
+                                                 lambda fraction, message: None)
         draws.append(torch.randn(8))
         weights.append(run.model.encoder_q.state_dict())
     assert not torch.allclose(draws[0], draws[1])
@@ -411,7 +412,7 @@ def test_a_stopped_pretraining_leaves_a_usable_model_and_says_it_stopped(
 def _stop_vote(rank: int, world: int, store: str, results: str) -> None:
     import torch.distributed as dist
 
-    from core.distributed import any_rank
+    from core.pretrain.distributed import any_rank
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
@@ -425,7 +426,7 @@ def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
     """Real gloo, 2 processes: rank 1 alone asks to stop; both ranks see it (no rank left waiting in a step)."""
     import torch.multiprocessing as mp
 
-    from core.distributed import any_rank
+    from core.pretrain.distributed import any_rank
 
     assert any_rank(True, torch.device("cpu")) is True and any_rank(False, torch.device("cpu")) is False
     mp.spawn(_stop_vote, args=(2, str(tmp_path / "store"), str(tmp_path / "votes")), nprocs=2, join=True)

@@ -40,11 +40,11 @@ from conftest import (
     write_geotiff,
 )
 from core.checkpoint import atomic_write, atomic_write_text, load_model, load_train_state, save_model
-from core.data import writer
-from core.data.output_paths import refuse_inputs_as_outputs
-from core.data.raster import Grid
-from core.data.writer import AtomicGeoTiff, OutputGroup, remove_stale_temporaries
 from core.errors import OutputError
+from core.io import writer
+from core.io.output_paths import refuse_inputs_as_outputs
+from core.io.raster import Grid
+from core.io.writer import AtomicGeoTiff, OutputGroup, remove_stale_temporaries
 
 REPO = Path(__file__).resolve().parents[1]
 BANDS = ["B02", "B03", "B04", "B08"]
@@ -252,8 +252,8 @@ DISK_FULL = [
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> Path:
     """A tiny linear-probe classifier of generated Forest/Sea patches (as in test_landcover.py)."""
-    from core.classification import finetune_classify
     from core.config import ClassifyConfig
+    from core.landcover.training import finetune_classify
 
     root = tmp_path_factory.mktemp("classifier")
     data = make_rgb_classes(root / "data", per_class=4)
@@ -457,8 +457,8 @@ from pathlib import Path
 from typing import Any
 from rasterio.windows import Window
 sys.path.insert(0, {repo!r})
-from core.data.writer import AtomicGeoTiff
-from core.infer import open_pair
+from core.io.writer import AtomicGeoTiff
+from core.change.pair import open_pair
 pair = open_pair({t1!r}, {t2!r})
 with AtomicGeoTiff(Path({out!r}), pair.grid, 1, "uint8", 255) as out:
     out.write(np.zeros((pair.grid.height, pair.grid.width), np.uint8), Window(0, 0, pair.grid.width, pair.grid.height))
@@ -475,7 +475,7 @@ def start_writer(t1: Path, t2: Path, out: Path) -> tuple[subprocess.Popen, Path]
 
 
 def test_a_run_removes_what_a_killed_run_left_but_not_a_live_runs_file(tmp_path, capsys, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="core.data.writer")
+    caplog.set_level(logging.INFO, logger="core.io.writer")
     t1, t2 = make_pair(tmp_path)
     killed, killed_tmp = start_writer(t1, t2, tmp_path / "change.tif")
     live, live_tmp = start_writer(t1, t2, tmp_path / "change.tif")

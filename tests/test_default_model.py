@@ -9,10 +9,10 @@ import pytest
 import rasterio
 
 from conftest import smooth_field, write_geotiff
+from core.change.default_model import DEFAULT_CHANGE_MODEL
+from core.change.metrics import count_changes
+from core.change.oscd import oscd_cities, read_change_mask
 from core.cli import main
-from core.data.oscd import oscd_cities, read_change_mask
-from core.default_model import DEFAULT_CHANGE_MODEL
-from core.metrics import count_changes
 
 CONFIG = json.loads((DEFAULT_CHANGE_MODEL / "config.json").read_text())
 

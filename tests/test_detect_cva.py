@@ -9,10 +9,10 @@ import pytest
 import rasterio
 
 from conftest import smooth_field, write_geotiff
+from core.change.cva import cva_change, detect_cva
+from core.change.pair import MASK_NODATA, open_pair
 from core.cli import main
 from core.errors import Cancelled
-from core.infer import MASK_NODATA, detect_cva, open_pair
-from core.unsupervised import cva_change
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import rasterio
 import torch
 
 from conftest import OSCD_BANDS, make_oscd, smooth_field, write_geotiff
-from core import default_model
+from core.change import default_model
+from core.change.detection import load_feature_distance
+from core.change.predict import predict_probability
+from core.change.training import load_change_model
 from core.cli import main
-from core.data.normalization import BandStats
-from core.detect import load_feature_distance
-from core.finetune import load_change_model
-from core.predict import predict_probability
+from core.io.normalization import BandStats
 
 
 @pytest.fixture(scope="module")

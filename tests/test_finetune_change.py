@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import make_oscd
+from core.change.losses import change_loss
+from core.change.patches import ChangePatchDataset, CityStack, split_rows
+from core.change.training import WeightAverage, best_threshold, load_change_model
 from core.cli import main
-from core.data.change_patches import ChangePatchDataset, CityStack, split_rows
-from core.finetune import WeightAverage, best_threshold, load_change_model
-from core.losses import change_loss
 from core.models.siamese import SiameseUNet
 
 

@@ -12,14 +12,14 @@ import rasterio
 import torch
 
 from conftest import forest_sea_raster, make_rgb_classes, write_geotiff
-from core.blend import Tiling, stream_blended
-from core.classification import finetune_classify
 from core.cli import main
 from core.config import ClassifyConfig
-from core.data.palette import CORINE_COLORS, EUROSAT_COLORS, class_colors
-from core.data.patches import BIGEARTHNET_CLASSES
 from core.errors import Cancelled
-from core.landcover import CLASS_NODATA, map_land_cover
+from core.io.blend import Tiling, stream_blended
+from core.io.palette import CORINE_COLORS, EUROSAT_COLORS, class_colors
+from core.landcover.mapping import CLASS_NODATA, map_land_cover
+from core.landcover.patches import BIGEARTHNET_CLASSES
+from core.landcover.training import finetune_classify
 
 CLASSES = ("Forest", "Sea")
 

@@ -55,3 +55,34 @@ def test_core_modules_stay_small() -> None:
     sizes = {str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines())
              for p in (REPO / "core").rglob("*.py")}
     assert {k: v for k, v in sizes.items() if v > 400} == {}
+
+
+def test_core_is_laid_out_by_job() -> None:
+    """At most ten modules directly in core/; the three jobs and their shared rooms are packages whose
+    docstring says what the package is and which module to open first."""
+    top = sorted(p.name for p in (REPO / "core").glob("*.py"))
+    assert len(top) <= 10, top
+    for package in ("io", "models", "pretrain", "change", "landcover", "commands"):
+        init = REPO / "core" / package / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        assert len(doc) > 40, package
+        if package in ("io", "pretrain", "change", "landcover"):
+            assert "first" in doc, package  # names the module to open first
+    for job in ("pretrain", "change", "landcover"):  # one name per concept: each job trains in training.py
+        assert (REPO / "core" / job / "training.py").is_file(), job
+
+
+def test_the_jobs_build_on_each_other_in_one_direction() -> None:
+    """Pre-training stands alone; change detection may use pre-training's pieces (its scenes' shared bands,
+    its learning-rate schedule); land cover may use both (an encoder folder, the pair's progress ticks).
+    Never the reverse, so the jobs cannot form an import cycle."""
+    may_use = {"pretrain": set(), "change": {"pretrain"}, "landcover": {"pretrain", "change"}}
+    crossings = set()
+    for job, allowed in may_use.items():
+        for path in (REPO / "core" / job).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                    other = node.module.split(".")[0]
+                    if other in may_use and other != job and other not in allowed:
+                        crossings.add((path.name, node.module))
+    assert crossings == set()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.losses import diffusion_loss, positive_pair_accuracy, swm_contrastive_loss
+from core.pretrain.losses import diffusion_loss, positive_pair_accuracy, swm_contrastive_loss
 
 
 def reference_swm_loss(q, k, queue, queue_scene, scene_id, temperature, mode, alpha, swm_temperature) -> float:

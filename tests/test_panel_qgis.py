@@ -76,12 +76,13 @@ def event(**fields: object) -> str:
     return f"echo {shlex.quote(json.dumps(fields))}"
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 30, state: Callable[[], object] = lambda: "") -> None:
+    """Turn the event loop until ``condition`` holds; on a timeout the assertion shows ``state()``."""
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
         QgsApplication.processEvents()
         time.sleep(0.01)
-    assert condition(), "timed out"
+    assert condition(), f"timed out; {state()}"
 
 
 def wait_until_idle(dock, timeout: float = 240) -> None:
@@ -236,7 +237,9 @@ def test_a_stopped_pretraining_says_stopped_at_step_n_of_m_not_done(
     page.scene_folder.setFilePath(str(tmp_path))
     page.pretrain_out.setFilePath(str(out))
     page.run_buttons[0].click()
-    wait_for(lambda: dock.status.text() == "step 120/1000, loss 5.1")
+    wait_for(lambda: dock.status.text() == "step 120/1000, loss 5.1",
+             state=lambda: (dock.status.text(), dock.runner.busy(), bar(qgis_iface, Qgis.Warning),
+                            QgsApplication.taskManager().countActiveTasks()))
 
     if how == "cancel button":
         dock.cancel_button.click()
@@ -561,7 +564,7 @@ def test_a_run_that_reports_after_the_panel_is_gone_touches_nothing(qgis_iface, 
     from qgis.PyQt.QtCore import QCoreApplication, QEvent
 
     from conftest import wait_for_no_tasks
-    from swimdiff_qgis.dock import SwimDiffDock
+    from swimdiff_qgis.panel.dock import SwimDiffDock
     from swimdiff_qgis.runs import Runner
 
     raised: list[BaseException] = []
@@ -584,3 +587,20 @@ def test_a_run_that_reports_after_the_panel_is_gone_touches_nothing(qgis_iface, 
     wait_for_no_tasks()
 
     assert raised == []
+
+
+def test_the_first_message_of_a_quick_worker_reaches_the_panel(dock, qgis_iface, fake_worker, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """The panel listens to a run before the task manager may start it: a worker that reports at once while the
+    main thread is still busy (here: logging slowly) does not lose its first message."""
+    import swimdiff_qgis.runs as runs
+
+    monkeypatch.setattr(runs, "log", lambda *args, **kwargs: time.sleep(1.0))
+    fake_worker(event(event="progress", fraction=0.1, message="step 1/10 at once"), "while :; do sleep 0.05; done")
+    dock.pretrain_page.scene_folder.setFilePath(str(tmp_path))
+    dock.pretrain_page.pretrain_out.setFilePath(str(tmp_path / "model"))
+    dock.pretrain_page.run_buttons[0].click()
+
+    wait_for(lambda: dock.status.text() == "step 1/10 at once", timeout=10, state=lambda: dock.status.text())
+    dock.cancel_button.click()
+    wait_until_idle(dock)

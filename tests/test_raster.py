@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from core.data.bands import band_from_filename, canonical_order, normalise_band_name, parse_band_list
-from core.data.raster import StackReader, open_date
-from core.data.scenes import common_bands, discover_scenes
 from core.errors import BandMismatchError, GridMismatchError, NoDataError, RasterReadError
+from core.io.bands import band_from_filename, canonical_order, normalise_band_name, parse_band_list
+from core.io.raster import StackReader, open_date
+from core.pretrain.scenes import common_bands, discover_scenes
 
 
 def test_band_names_are_canonical() -> None:

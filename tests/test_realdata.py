@@ -7,17 +7,17 @@ import pytest
 import torch
 from rasterio.windows import Window
 
+from core.change.cva import cva_change
+from core.change.metrics import count_changes
+from core.change.oscd import oscd_cities, read_change_mask
 from core.checkpoint import load_model
 from core.cli import main
 from core.config import LossConfig, ModelConfig
-from core.data.bands import SENTINEL2_BANDS, SENTINEL2_L2A_BANDS
-from core.data.normalization import BandStats
-from core.data.oscd import oscd_cities, read_change_mask
-from core.data.raster import StackReader
-from core.data.scenes import discover_scenes
-from core.metrics import count_changes
+from core.io.bands import SENTINEL2_BANDS, SENTINEL2_L2A_BANDS
+from core.io.normalization import BandStats
+from core.io.raster import StackReader
 from core.models.swimdiff import SwiMDiff
-from core.unsupervised import cva_change
+from core.pretrain.scenes import discover_scenes
 
 pytestmark = pytest.mark.realdata
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.data.normalization import BandStats, estimate_band_stats
-from core.data.sampler import ScenePairDataset, augment, build_sources, random_windows
-from core.data.scenes import discover_scenes
 from core.errors import PatchSizeError
+from core.io.normalization import BandStats, estimate_band_stats
+from core.pretrain.sampler import ScenePairDataset, augment, build_sources, random_windows
+from core.pretrain.scenes import discover_scenes
 
 
 def _dataset(tmp_path, make_geotiff, cache_mb=64, length=8, seed=0):

@@ -8,9 +8,9 @@ import pytest
 from affine import Affine
 
 from core.config import TrainConfig
-from core.data.raster import Grid
-from core.data.scenes import Scene
-from core.train import learning_rate, steps_per_epoch
+from core.io.raster import Grid
+from core.pretrain.scenes import Scene
+from core.pretrain.training import learning_rate, steps_per_epoch
 
 
 def test_warmup_then_cosine_to_zero() -> None:

@@ -1,4 +1,4 @@
-"""``swimdiff stack`` / :func:`core.data.stack.build_stack`: a named 10 m VRT from Sentinel-2 band files."""
+"""``swimdiff stack`` / :func:`core.io.stack.build_stack`: a named 10 m VRT from Sentinel-2 band files."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from conftest import BadInput, check_bad_input, run_cli, smooth_field, write_geotiff
-from core.data.bands import SENTINEL2_BANDS, SENTINEL2_L2A_BANDS
-from core.data.raster import StackReader, open_date
-from core.data.stack import NATIVE_RESOLUTION, band_from_path, build_stack
 from core.errors import Cancelled
+from core.io.bands import SENTINEL2_BANDS, SENTINEL2_L2A_BANDS
+from core.io.raster import StackReader, open_date
+from core.io.stack import NATIVE_RESOLUTION, band_from_path, build_stack
 
 TILE = "T31TCJ_20200101T105441"
 

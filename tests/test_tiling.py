@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data.tiling import blend_weights, block_grid, tile_grid, tile_starts
+from core.io.tiling import blend_weights, block_grid, tile_grid, tile_starts
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(1000, 256, 32), (256, 256, 32), (100, 256, 32), (257, 256, 0),

@@ -55,9 +55,9 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
+    from ..change.training import finetune_change
     from ..config import TrainConfig
-    from ..data.bands import parse_band_list
-    from ..finetune import finetune_change
+    from ..io.bands import parse_band_list
 
     train = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed)
     with StopOnSignal() as stop:
@@ -100,9 +100,9 @@ def add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace, reporter: Reporter) -> dict:
+    from ..change.evaluation import evaluate_oscd
     from ..checkpoint import atomic_write_text
-    from ..data.output_paths import check_writable
-    from ..evaluate import evaluate_oscd
+    from ..io.output_paths import check_writable
 
     json_path = check_writable(args.json, "--json", folder=False) if args.json else None  # before scoring
     result = evaluate_oscd(args.data, _cities(args.cities) or None, args.model, args.method, args.report,

@@ -10,7 +10,7 @@ from ..events import Reporter
 from .common import Formatter, StopOnSignal, add_reading_options
 
 if TYPE_CHECKING:
-    from ..data.raster import DateRaster
+    from ..io.raster import DateRaster
 
 logger = logging.getLogger("core.cli")
 
@@ -54,8 +54,8 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_finetune_classify(args: argparse.Namespace, reporter: Reporter) -> dict:
-    from ..classification import finetune_classify
     from ..config import ClassifyConfig
+    from ..landcover.training import finetune_classify
 
     config = ClassifyConfig(arch=args.arch, linear_probe=args.linear_probe, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
@@ -110,7 +110,7 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
 def open_classify_raster(raster: str, model_dir: str, assume: str, value_scale: str) -> DateRaster:
     """The raster to classify, its bands named as the model's and its values on the model's scale.
 
-    The same naming and scale rules as ``swimdiff detect`` (see :func:`~core.infer.open_pair`), done
+    The same naming and scale rules as ``swimdiff detect`` (see :func:`~core.change.pair.open_pair`), done
     here, before any weights are loaded, so a bad raster stops at once.
 
     Raises:
@@ -120,11 +120,11 @@ def open_classify_raster(raster: str, model_dir: str, assume: str, value_scale: 
     from pathlib import Path
 
     from ..checkpoint import read_config
-    from ..classification import CLASSIFY_KIND
-    from ..data.bands import assumed_band_names
-    from ..data.normalization import BandStats, with_value_scale
-    from ..data.raster import open_date
-    from ..landcover import open_raster
+    from ..io.bands import assumed_band_names
+    from ..io.normalization import BandStats, with_value_scale
+    from ..io.raster import open_date
+    from ..landcover.mapping import open_raster
+    from ..landcover.training import CLASSIFY_KIND
 
     config = read_config(Path(model_dir), CLASSIFY_KIND)
     stats = BandStats.from_dict(config["normalization"])
@@ -133,10 +133,10 @@ def open_classify_raster(raster: str, model_dir: str, assume: str, value_scale: 
 
 
 def _run_classify(args: argparse.Namespace, reporter: Reporter) -> dict:
-    from ..landcover import CLASS_NODATA, map_land_cover
+    from ..landcover.mapping import CLASS_NODATA, map_land_cover
 
     date = open_classify_raster(args.raster, args.model, args.assume_band_names, args.value_scale)
-    with StopOnSignal() as stop:  # map_land_cover takes the opened date as it is (see core.data.raster.open_date)
+    with StopOnSignal() as stop:  # map_land_cover takes the opened date as it is (see core.io.raster.open_date)
         result = map_land_cover(date, args.model, args.out, args.probabilities, tile=args.tile,
                                 overlap=args.overlap, batch_size=args.batch_size, device_name=args.device,
                                 progress=reporter.progress, should_stop=stop)

@@ -17,7 +17,7 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 class StopOnSignal:
     """SIGTERM or a first Ctrl-C asks the running job to stop cleanly at its next step (pre-training
     saves a resumable checkpoint; other jobs leave no output); a second Ctrl-C interrupts at once, and
-    the writers still remove their partial files (:mod:`core.data.writer`; a later run removes those of
+    the writers still remove their partial files (:mod:`core.io.writer`; a later run removes those of
     a killed one)."""
 
     def __init__(self, note: str = "stopping at the end of this step; nothing half-written is kept") -> None:
@@ -46,7 +46,7 @@ class StopOnSignal:
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
-VALUE_SCALE_CHOICES = ("sentinel2_dn", "reflectance", "uint8")  # core.data.normalization.VALUE_SCALES (no numpy here)
+VALUE_SCALE_CHOICES = ("sentinel2_dn", "reflectance", "uint8")  # core.io.normalization.VALUE_SCALES (no numpy here)
 
 
 def add_reading_options(p: argparse.ArgumentParser) -> None:

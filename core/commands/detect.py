@@ -74,13 +74,14 @@ def check_threshold(threshold: float | None, method: str) -> None:
 
 
 def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
+    from ..change.cva import detect_cva
+    from ..change.default_model import change_model_dir
+    from ..change.pair import open_pair
+    from ..change.training import CHANGE_KIND
     from ..checkpoint import read_config
-    from ..data.bands import assumed_band_names, parse_band_list
-    from ..data.normalization import BandStats
-    from ..default_model import change_model_dir
     from ..errors import ConfigError
-    from ..finetune import CHANGE_KIND
-    from ..infer import detect_cva, open_pair
+    from ..io.bands import assumed_band_names, parse_band_list
+    from ..io.normalization import BandStats
 
     if not 64 <= args.tile <= 8192:
         raise ConfigError(f"--tile {args.tile} is out of range; use 64 to 8192 (e.g. 256)")
@@ -100,7 +101,7 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
     logger.info("comparing %d bands: %s", len(pair.bands), ", ".join(pair.bands))
     with StopOnSignal() as stop:
         if model is not None:
-            from ..detect import detect_features, detect_with_model
+            from ..change.detection import detect_features, detect_with_model
 
             run = detect_with_model if method == "model" else detect_features
             result = run(pair, model, args.out, args.probability, tile=args.tile, overlap=args.overlap,

@@ -67,8 +67,8 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 def _run_pretrain(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..config import DataConfig, LossConfig, ModelConfig, TrainConfig
-    from ..data.bands import assumed_band_names, parse_band_list
-    from ..train import pretrain
+    from ..io.bands import assumed_band_names, parse_band_list
+    from ..pretrain.training import pretrain
 
     data = DataConfig(paths=tuple(args.data), bands=parse_band_list(args.bands), patch_size=args.patch_size,
                       cache_mb=args.cache_mb, num_workers=args.num_workers)

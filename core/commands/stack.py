@@ -35,8 +35,8 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_stack(args: argparse.Namespace, reporter: Reporter) -> dict:
-    from ..data.bands import parse_band_list
-    from ..data.stack import build_stack
+    from ..io.bands import parse_band_list
+    from ..io.stack import build_stack
 
     bands = parse_band_list(args.bands) or None
     with StopOnSignal() as stop:

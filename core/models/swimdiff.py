@@ -19,8 +19,8 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from ..config import LossConfig, ModelConfig
-from ..distributed import concat_all_gather
-from ..losses import diffusion_loss, positive_pair_accuracy, swm_contrastive_loss
+from ..pretrain.distributed import concat_all_gather
+from ..pretrain.losses import diffusion_loss, positive_pair_accuracy, swm_contrastive_loss
 from .denoiser import ConditionalDenoiser
 from .encoder import Encoder, ProjectionHead, pool
 
@@ -120,7 +120,8 @@ class SwiMDiff(nn.Module):
 
     def draw_noise(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gaussian noise and timesteps for ``x0`` from the global RNG (seeded per rank, see
-        :func:`~core.distributed.seed_rank`, so DDP ranks draw different noise), (n, C, H, W) -> eps, t (n,)."""
+        :func:`~core.pretrain.distributed.seed_rank`, so DDP ranks draw different noise),
+        (n, C, H, W) -> eps, t (n,)."""
         eps = torch.randn_like(x0)  # (n, C, H, W)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
         return eps, t

@@ -1,2 +1,4 @@
-"""The pages of the SwiMDiff dock (``..dock`` holds them): detection, pre-training and fine-tuning, and the
-widgets they share (band names, the loss plot)."""
+"""The SwiMDiff panel: the dock (``dock.py``, open it first) and one module per group of pages: ``detect.py``
+(Detect changes), ``training.py`` (Pre-train, Fine-tune), ``landcover.py`` (Classify land cover, Train a
+land-cover classifier); the widgets they share are in ``widgets.py``, ``bands.py``, ``plot.py`` and
+``outputs.py``."""

@@ -7,7 +7,7 @@ import re
 
 from qgis.PyQt.QtWidgets import QLineEdit, QVBoxLayout, QWidget
 
-from ..widgets import ChoiceBox
+from .widgets import ChoiceBox
 
 #: (what the user reads, what the worker gets); "custom" takes the typed list.
 CHOICES = (("from the file", ""), ("Sentinel-2 L1C: 13 bands, B01…B12 with B8A", "l1c"),

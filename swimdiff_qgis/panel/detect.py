@@ -13,8 +13,8 @@ from qgis.PyQt.QtWidgets import QCheckBox, QPushButton, QWidget
 from ..environment import PLUGIN_DIR
 from ..layers import is_result_layer
 from ..runs import METHOD_NAMES, Runner
-from ..widgets import ChoiceBox, Starter, folder_widget, form_layout, geotiff_widget, info_label, narrow, show_info
 from .bands import BandNamesChoice
+from .widgets import ChoiceBox, Starter, folder_widget, form_layout, geotiff_widget, info_label, narrow, show_info
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from qgis.PyQt.QtWidgets import (
 from ..layers import is_result_layer
 from ..model_info import holds_model, read_encoder_info
 from ..runs import Runner
-from ..widgets import Asker, Starter, ask, folder_widget, form_layout, info_label, show_info, spin
 from .bands import BandNamesChoice
+from .widgets import Asker, Starter, ask, folder_widget, form_layout, info_label, show_info, spin
 
 logger = logging.getLogger(__name__)
 

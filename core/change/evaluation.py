@@ -18,21 +18,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text
-from .data.change_patches import read_city_pair
-from .data.normalization import BandStats
-from .data.oscd import OscdCity, oscd_cities, read_change_mask
-from .data.output_paths import check_writable
-from .data.scenes import shared_bands
+from ..checkpoint import atomic_write_text
+from ..device import resolve_device
+from ..errors import ConfigError, RasterReadError
+from ..io.normalization import BandStats
+from ..io.output_paths import check_writable
+from ..pretrain.scenes import shared_bands
+from .cva import cva_change, otsu_threshold
 from .default_model import change_model_dir
-from .detect import load_feature_distance
-from .device import resolve_device
-from .errors import ConfigError, RasterReadError
-from .finetune import load_change_model
+from .detection import load_feature_distance
 from .metrics import ChangeCounts, count_changes
+from .oscd import OscdCity, oscd_cities, read_change_mask
+from .patches import read_city_pair
 from .predict import predict_probability
 from .report import markdown_report, rgb_preview, save_comparison
-from .unsupervised import cva_change, otsu_threshold
+from .training import load_change_model
 
 logger = logging.getLogger(__name__)
 

@@ -22,19 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .checkpoint import load_model, load_weights, save_model
-from .classification_metrics import micro_map, multi_label_scores, save_confusion_png, single_label_scores
-from .config import ClassifyConfig
-from .data.band_mapping import BandMapping, identity_mapping, map_bands
-from .data.normalization import BandStats, estimate_band_stats
-from .data.output_paths import check_writable
-from .data.patches import PatchSet, load_patches
-from .device import describe_device, resolve_device
-from .errors import Cancelled, CheckpointFormatError, DatasetError, OutputError
-from .finetune import pretrained_encoder
-from .history import write_csv
-from .models.classifier import Classifier
+from .. import __version__
+from ..change.training import pretrained_encoder
+from ..checkpoint import load_model, load_weights, save_model
+from ..config import ClassifyConfig
+from ..device import describe_device, resolve_device
+from ..errors import Cancelled, CheckpointFormatError, DatasetError, OutputError
+from ..history import write_csv
+from ..io.band_mapping import BandMapping, identity_mapping, map_bands
+from ..io.normalization import BandStats, estimate_band_stats
+from ..io.output_paths import check_writable
+from ..models.classifier import Classifier
+from .metrics import micro_map, multi_label_scores, save_confusion_png, single_label_scores
+from .patches import PatchSet, load_patches
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def finetune_classify(data: str | Path, out_dir: str | Path, config: ClassifyCon
     """Train a classifier on labelled patches and write a ``swimdiff-classify`` model folder.
 
     Args:
-        data: a folder in EuroSAT or BigEarthNet layout (see :mod:`core.data.patches`).
+        data: a folder in EuroSAT or BigEarthNet layout (see :mod:`core.landcover.patches`).
         out_dir: the model folder to write (model.safetensors, config.json, history.csv and, for
             single-label data, confusion_matrix.png).
         config: training settings.

@@ -13,8 +13,8 @@ from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QCheckBox, QPushButton, QWidget
 
-from .model_info import CLASSIFIER_FIX, read_classifier_info, read_encoder_info
-from .runs import Runner
+from ..model_info import CLASSIFIER_FIX, read_classifier_info, read_encoder_info
+from ..runs import Runner
 from .widgets import Starter, folder_widget, form_layout, geotiff_widget, info_label, narrow, show_info, spin
 
 logger = logging.getLogger(__name__)

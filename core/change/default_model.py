@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import CheckpointFormatError
+from ..errors import CheckpointFormatError
 
-DEFAULT_CHANGE_MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "oscd-change"
+DEFAULT_CHANGE_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "oscd-change"
 
 
 def change_model_dir(model: str | Path | None) -> Path:

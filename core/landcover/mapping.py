@@ -4,12 +4,12 @@ A ``swimdiff finetune-classify`` model names one class per patch (64 px for Euro
 BigEarthNet). To map a raster, windows of the model's patch size slide over it with overlap;
 each window's class probabilities are spread over its pixels with a taper that favours its
 centre, and every pixel takes the class of highest blended probability. Windows are streamed
-strip by strip (:mod:`core.blend`): memory follows ``classes x window x width``, never the
+strip by strip (:mod:`core.io.blend`): memory follows ``classes x window x width``, never the
 raster's height. Multi-label models (BigEarthNet) map their most probable label; the per-class
 probabilities (sigmoid) are in the optional probabilities raster.
 
 The map is a uint8 GeoTIFF on the raster's grid: class ids 0..K-1, 255 where the raster has no
-data, a colour table (:mod:`core.data.palette`), and the class names in its metadata
+data, a colour table (:mod:`core.io.palette`), and the class names in its metadata
 (``CLASS_NAMES`` as JSON, ``CLASS_<id>`` each), so they travel with the file.
 """
 
@@ -29,19 +29,19 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from .blend import Tiling, stream_blended
-from .classification import load_classifier
-from .data.normalization import BandStats
-from .data.output_paths import check_writable, dataset_files, refuse_inputs_as_outputs
-from .data.palette import RGB, class_colors
-from .data.patches import RGB_BANDS
-from .data.raster import DateRaster, StackReader, open_date
-from .data.tiling import Tile
-from .data.writer import AtomicGeoTiff, OutputGroup
-from .device import describe_device, resolve_device
-from .errors import ConfigError, NoDataError
-from .infer import Progress, ShouldStop, Ticker, name_by_order
-from .models.classifier import Classifier
+from ..change.pair import Progress, ShouldStop, Ticker, name_by_order
+from ..device import describe_device, resolve_device
+from ..errors import ConfigError, NoDataError
+from ..io.blend import Tiling, stream_blended
+from ..io.normalization import BandStats
+from ..io.output_paths import check_writable, dataset_files, refuse_inputs_as_outputs
+from ..io.palette import RGB, class_colors
+from ..io.raster import DateRaster, StackReader, open_date
+from ..io.tiling import Tile
+from ..io.writer import AtomicGeoTiff, OutputGroup
+from ..models.classifier import Classifier
+from .patches import RGB_BANDS
+from .training import load_classifier
 
 logger = logging.getLogger(__name__)
 

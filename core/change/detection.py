@@ -1,4 +1,4 @@
-"""Change detection with a network, streamed strip by strip over any raster size (see :mod:`core.blend`).
+"""Change detection with a network, streamed strip by strip over any raster size (see :mod:`core.io.blend`).
 
 Two methods share this streaming: ``model`` (a fine-tuned Siamese U-Net's change probability and
 its validated threshold) and ``features`` (the cosine distance of a pre-trained encoder's features,
@@ -17,16 +17,17 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from .blend import Tiling, stream_blended
-from .checkpoint import load_model, read_config
-from .data.normalization import BandStats
-from .data.output_paths import check_writable
-from .data.tiling import Tile
-from .data.writer import AtomicGeoTiff, OutputGroup
-from .device import describe_device, resolve_device
-from .errors import CheckpointFormatError, NoDataError
-from .finetune import load_change_model
-from .infer import (
+from ..checkpoint import load_model, read_config
+from ..device import describe_device, resolve_device
+from ..errors import CheckpointFormatError, NoDataError
+from ..io.blend import Tiling, stream_blended
+from ..io.normalization import BandStats
+from ..io.output_paths import check_writable
+from ..io.tiling import Tile
+from ..io.writer import AtomicGeoTiff, OutputGroup
+from ..models.distance import FeatureDistance
+from .cva import otsu_threshold
+from .pair import (
     MASK_COLORS,
     MASK_NODATA,
     OTSU_SAMPLES,
@@ -37,9 +38,8 @@ from .infer import (
     Ticker,
     refuse_pair_outputs,
 )
-from .models.distance import FeatureDistance
 from .predict import predict_batch
-from .unsupervised import otsu_threshold
+from .training import load_change_model
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # normalised (n, C, t, 
 
 
 def network_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
-    """A two-date network as a numpy scorer (see :func:`~core.predict.predict_batch`; bf16 on CUDA)."""
+    """A two-date network as a numpy scorer (see :func:`~core.change.predict.predict_batch`; bf16 on CUDA)."""
     return lambda x1, x2: predict_batch(model, x1, x2, device, amp=True)
 
 
@@ -91,7 +91,7 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
     """Change mask (and probability) of a raster pair with a ``swimdiff finetune-change`` model, in one pass.
 
     Args:
-        pair: the two dates, opened with the model's bands (see :func:`~core.infer.open_pair`).
+        pair: the two dates, opened with the model's bands (see :func:`~core.change.pair.open_pair`).
         model_dir: the change model folder.
         out: change mask GeoTIFF (uint8: 0 no change, 1 change, 255 nodata; with a colour table).
         probability_out: optional float32 GeoTIFF of the change probability (NaN nodata).

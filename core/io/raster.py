@@ -3,9 +3,9 @@
 A *date* is one acquisition: either one multi-band file (GeoTIFF, VRT or anything GDAL reads) or a
 folder of single-band ``*_Bxx.tif`` files (the Sentinel-2 / OSCD layout, bands at 10, 20 and
 60 m; one such file given alone brings its sibling bands). :func:`open_date` only inspects
-headers and names the bands (see :mod:`core.data.bands`); :class:`StackReader` reads windows of
+headers and names the bands (see :mod:`core.io.bands`); :class:`StackReader` reads windows of
 the requested bands resampled onto a target :class:`Grid`, so memory follows the window, never
-the raster, and applies the date's ``scale`` (see :func:`core.data.normalization.with_value_scale`).
+the raster, and applies the date's ``scale`` (see :func:`core.io.normalization.with_value_scale`).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class DateRaster:
         ambiguous: descriptions kept as they are because they may be Landsat or Sentinel-2
             numbers (``B4``, ``SR_B4``).
         scale: factor :class:`StackReader` applies to every value read (see
-            :func:`~core.data.normalization.with_value_scale`).
+            :func:`~core.io.normalization.with_value_scale`).
     """
 
     source: Path
@@ -204,7 +204,7 @@ def open_date(path: str | Path | DateRaster, assume_band_names: Sequence[str] = 
             file (its sibling bands, sharing its name prefix, come with it). A :class:`DateRaster`
             is returned as it is (already opened and named).
         assume_band_names: names, in file order, for the bands of a multi-band file that does not
-            name all of them unambiguously (see :mod:`core.data.bands`).
+            name all of them unambiguously (see :mod:`core.io.bands`).
 
     Returns:
         The date's bands, named from descriptions, VRT source files or file suffixes (else

@@ -6,7 +6,7 @@ writes a VRT on the grid of the finest band instead, with each band described by
 absolute source paths (the VRT can be moved) and the sources' nodata kept.
 
 Resampling: coarser bands are brought onto the grid *bilinearly*, the same kernel
-:class:`~core.data.raster.StackReader` uses for a folder of band files, so a stack and its folder give
+:class:`~core.io.raster.StackReader` uses for a folder of band files, so a stack and its folder give
 ``swimdiff detect`` the same pixels (``tests/test_stack.py`` measures it on a real OSCD city). Bands finer
 than a ``--resolution 20`` or ``60`` grid are *averaged* (area mean), the correct way to coarsen reflectance.
 The VRT is written under a temporary name in the output folder, opened to check its bands, then renamed;
@@ -45,7 +45,7 @@ UPSAMPLING = "bilinear"  # as StackReader reads a band folder, so stacks and fol
 DOWNSAMPLING = "average"  # area mean when a finer band is coarsened onto a 20 or 60 m grid
 OUTPUT_SUFFIXES = (".vrt", ".tif", ".tiff")
 
-# core.data.bands.band_from_filename knows only "*_B02.tif"; products also name "*_B02.jp2" (L1C) and
+# core.io.bands.band_from_filename knows only "*_B02.tif"; products also name "*_B02.jp2" (L1C) and
 # "*_B02_10m.jp2" (L2A, the pixel size after the band).
 _BAND_FILE = re.compile(r"_(B(?:0?[1-9]|1[0-2]|8A))(?:_(10|20|60)m)?\.(?:tiff?|jp2)$", re.IGNORECASE)
 _RESOLUTION_FOLDER = re.compile(r"^R(10|20|60)m$", re.IGNORECASE)
@@ -269,7 +269,7 @@ def _verify(path: Path, bands: Sequence[str]) -> None:
 def _write_geotiff(vrt: Path, out: Path, nodata: dict[str, float], progress: Callable[[float, str], None],
                    should_stop: Callable[[], bool]) -> None:
     """Stream the VRT into a tiled, compressed GeoTIFF at ``out``, 256 rows at a time, through
-    :class:`~core.data.writer.AtomicGeoTiff` (verified before it replaces anything)."""
+    :class:`~core.io.writer.AtomicGeoTiff` (verified before it replaces anything)."""
     values = set(nodata.values())
     with rasterio.open(vrt) as src:
         if len(values) > 1 or (values and len(nodata) != src.count):
@@ -360,7 +360,7 @@ def build_stack(source: str | Path, out: str | Path, bands: Sequence[str] | None
     progress(0.45, "writing the stack")
     as_vrt = out.suffix.lower() == ".vrt"
     # temporaries beside the output (same file system, so the rename is atomic), named after it and this process
-    # so that a later run removes what a killed one left (see core.data.writer)
+    # so that a later run removes what a killed one left (see core.io.writer)
     scratch = out.with_suffix(".vrt")
     for name in {out, scratch}:
         remove_stale_temporaries(name)

@@ -167,7 +167,7 @@ def rescale_factor(data_scale: str | None, model_scale: str, source: str, declar
 
 
 def with_value_scale(date: DateRaster, bands: Sequence[str], model_scale: str, declared: str = "auto") -> DateRaster:
-    """The date set to deliver values on the model's scale (see :mod:`core.data.normalization`).
+    """The date set to deliver values on the model's scale (see :mod:`core.io.normalization`).
 
     Args:
         date: the date, its bands named.

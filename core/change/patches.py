@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import PatchSizeError
-from .normalization import BandStats
+from ..io.normalization import BandStats
+from ..io.raster import StackReader
 from .oscd import OscdCity, read_change_mask
-from .raster import StackReader
 
 IGNORE = 255
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BandMismatchError, GridMismatchError, RasterReadError
-from .bands import ASSUME_FIX, SENTINEL2_BANDS, SENTINEL2_L2A_BANDS, band_from_filename
-from .raster import RASTER_SUFFIXES, DateRaster, Grid, open_date, require_some_data, sample_windows
+from ..io.bands import ASSUME_FIX, SENTINEL2_BANDS, SENTINEL2_L2A_BANDS, band_from_filename
+from ..io.raster import RASTER_SUFFIXES, DateRaster, Grid, open_date, require_some_data, sample_windows
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from . import __version__
-from .checkpoint import (
+from .. import __version__
+from ..checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
     PRETRAIN_KIND,
@@ -36,16 +36,16 @@ from .checkpoint import (
     save_train_state,
     unflatten_optimizer,
 )
-from .config import DataConfig, LossConfig, ModelConfig, TrainConfig, resume_conflicts
-from .data.normalization import BandStats, estimate_band_stats
-from .data.output_paths import check_writable
-from .data.sampler import DateSource, ScenePairDataset, build_sources, random_windows
-from .data.scenes import Scene, common_bands, discover_scenes
-from .device import describe_device, resolve_device
+from ..config import DataConfig, LossConfig, ModelConfig, TrainConfig, resume_conflicts
+from ..device import describe_device, resolve_device
+from ..errors import CheckpointFormatError, ConfigError, OutputError, ResumeError
+from ..history import plot_losses, write_csv
+from ..io.normalization import BandStats, estimate_band_stats
+from ..io.output_paths import check_writable
+from ..models.swimdiff import SwiMDiff
 from .distributed import DistInfo, any_rank, barrier, init_distributed, seed_rank
-from .errors import CheckpointFormatError, ConfigError, OutputError, ResumeError
-from .history import plot_losses, write_csv
-from .models.swimdiff import SwiMDiff
+from .sampler import DateSource, ScenePairDataset, build_sources, random_windows
+from .scenes import Scene, common_bands, discover_scenes
 
 logger = logging.getLogger(__name__)
 

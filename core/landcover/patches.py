@@ -11,7 +11,7 @@ Two folder layouts are recognised (:func:`load_patches` tells them apart):
   ``labels`` list names CORINE land-cover classes of the BigEarthNet nomenclature. Multi-label.
 
 Samples are small (64-120 px), so every patch is read once into one array; bands come in the
-canonical Sentinel-2 order of :func:`~core.data.bands.canonical_order`.
+canonical Sentinel-2 order of :func:`~core.io.bands.canonical_order`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from ..errors import BandMismatchError, DatasetError, RasterReadError
-from .bands import SENTINEL2_L2A_BANDS, band_from_filename
-from .raster import StackReader, open_date
+from ..io.bands import SENTINEL2_L2A_BANDS, band_from_filename
+from ..io.raster import StackReader, open_date
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Network outputs over a whole raster, streamed strip by strip and blended where tiles overlap.
 
 Tiles overlap by ``overlap`` pixels and their outputs are blended with a taper
-(:func:`~core.data.tiling.blend_weights`). Tiles are visited row of tiles by row of tiles; a
+(:func:`~core.io.tiling.blend_weights`). Tiles are visited row of tiles by row of tiles; a
 buffer one tile high holds the weighted sums, and rows no later tile can touch are handed on and
 dropped, so memory is about ``channels x tile x width`` whatever the raster's height. Change
 detection blends one score per pixel; land-cover mapping blends one probability per class.
@@ -16,7 +16,7 @@ from itertools import groupby
 import numpy as np
 from rasterio.windows import Window
 
-from .data.tiling import Tile, blend_weights, tile_grid
+from .tiling import Tile, blend_weights, tile_grid
 
 #: tiles of one batch -> (outputs (n, K, t, t) or (n, K, 1, 1) broadcast over the tile, valid (n, t, t))
 PredictTiles = Callable[[list[Tile]], tuple[np.ndarray, np.ndarray]]

@@ -115,7 +115,7 @@ def save_confusion_png(path: Path, confusion: np.ndarray, classes: Sequence[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_write
+    from ..checkpoint import atomic_write
 
     confusion = np.asarray(confusion)
     k = len(classes)

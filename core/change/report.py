@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write, png_complete
+from ..checkpoint import atomic_write, png_complete
 from .metrics import ChangeCounts
 
 RGB = ("B04", "B03", "B02")

@@ -14,7 +14,7 @@ import numpy as np
 import rasterio
 
 from ..errors import RasterReadError
-from .raster import DateRaster, open_date
+from ..io.raster import DateRaster, open_date
 
 NO_CHANGE, CHANGE = 1, 2  # values in OSCD's *-cm.tif
 

@@ -18,8 +18,8 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from ..errors import PatchSizeError
-from .normalization import BandStats
-from .raster import StackReader
+from ..io.normalization import BandStats
+from ..io.raster import StackReader
 from .scenes import Scene
 
 logger = logging.getLogger(__name__)

@@ -21,22 +21,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import __version__
-from .checkpoint import PRETRAIN_KIND, load_model, load_weights, save_model
-from .config import TrainConfig
-from .data.change_patches import ChangePatchDataset, CityStack, load_city, read_city_pair, split_rows
-from .data.normalization import BandStats, estimate_band_stats
-from .data.oscd import oscd_cities
-from .data.output_paths import check_writable
-from .data.scenes import shared_bands
-from .device import describe_device, resolve_device
-from .errors import Cancelled, CheckpointFormatError, ConfigError, OutputError
-from .history import write_csv
+from .. import __version__
+from ..checkpoint import PRETRAIN_KIND, load_model, load_weights, save_model
+from ..config import TrainConfig
+from ..device import describe_device, resolve_device
+from ..errors import Cancelled, CheckpointFormatError, ConfigError, OutputError
+from ..history import write_csv
+from ..io.normalization import BandStats, estimate_band_stats
+from ..io.output_paths import check_writable
+from ..models.siamese import SiameseUNet
+from ..pretrain.scenes import shared_bands
+from ..pretrain.training import learning_rate
 from .losses import change_loss
 from .metrics import ChangeCounts, count_changes
-from .models.siamese import SiameseUNet
+from .oscd import oscd_cities
+from .patches import ChangePatchDataset, CityStack, load_city, read_city_pair, split_rows
 from .predict import predict_probability
-from .train import learning_rate
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     ``ema`` is the decay of the weight average that is validated and saved (0: the raw weights).
     ``jitter`` is the strength of a random per-band gain and offset of each date (0: off).
     ``val_fraction`` > 0 also validates on the bottom rows of every training city, which training
-    patches then never touch (see :func:`~core.data.change_patches.split_rows`).
+    patches then never touch (see :func:`~core.change.patches.split_rows`).
 
     Raises:
         SwimDiffError: unknown cities, band mismatch, unreadable encoder, unwritable output.

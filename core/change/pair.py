@@ -1,36 +1,30 @@
-"""Streaming change detection on a pair of rasters -> georeferenced GeoTIFFs.
+"""Two dates of one place, read on one grid: the pieces every change method shares.
 
 Both dates are read tile by tile onto t1's reference grid (t2 is warped when its grid differs,
 and the user is told); outputs keep t1's CRS and transform, are tiled and compressed, carry
 nodata where either date has none, and appear only when complete. Memory follows the tile size,
 not the raster size.
 
-This module holds the shared pieces (opening a pair, band mapping, progress/cancel ticks) and the
-``cva`` method (classic change vector analysis on bands standardised per date, Otsu's threshold
-unless one is given); :mod:`core.detect` runs a fine-tuned model with the same pieces.
+This module holds the pieces every change method shares (opening a pair, band mapping, the mask's
+nodata and colours, refusing outputs that are inputs, progress/cancel ticks); :mod:`core.change.cva`
+(change vector analysis) and :mod:`core.change.detection` (a fine-tuned model, encoder features) use them.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window
 
-from .data.bands import is_positional, normalise_band_name
-from .data.normalization import BandMoments, with_value_scale
-from .data.output_paths import check_writable, dataset_files, refuse_inputs_as_outputs
-from .data.raster import DateRaster, Grid, StackReader, open_date
-from .data.scenes import same_pixels, shared_bands
-from .data.tiling import Tile, block_grid
-from .data.writer import AtomicGeoTiff, OutputGroup
-from .errors import BandMismatchError, Cancelled, ConfigError, GridMismatchError
-from .unsupervised import cva_magnitude, otsu_threshold
+from ..errors import BandMismatchError, Cancelled, ConfigError, GridMismatchError
+from ..io.bands import is_positional, normalise_band_name
+from ..io.normalization import with_value_scale
+from ..io.output_paths import dataset_files, refuse_inputs_as_outputs
+from ..io.raster import DateRaster, Grid, StackReader, open_date
+from ..pretrain.scenes import same_pixels, shared_bands
 
 logger = logging.getLogger(__name__)
 
@@ -156,110 +150,9 @@ def open_pair(t1: str | Path, t2: str | Path, bands: Sequence[str] = (), assume_
     return pair
 
 
-def _tiles(pair: RasterPair, tile: int) -> Iterator[tuple[Tile, Window]]:
-    for t in block_grid(pair.grid.height, pair.grid.width, tile):
-        yield t, Window(t.col, t.row, t.width, t.height)
-
-
-def joint_band_moments(readers: tuple[StackReader, StackReader], tiles: list[tuple[Tile, Window]],
-                       tick: Callable[[], None]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Exact per-band mean and std of each date over the pixels valid in both, streamed tile by tile.
-
-    Returns:
-        ``((mean_1, std_1), (mean_2, std_2))``, each (C, 1, 1).
-    """
-    moments = (BandMoments(len(readers[0].refs)), BandMoments(len(readers[1].refs)))
-    for _, window in tiles:
-        (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
-        moments[0].add(x1, v1 & v2)
-        moments[1].add(x2, v1 & v2)
-        tick()
-    what = f"the overlap of '{readers[0].date.source}' and '{readers[1].date.source}'"
-    return tuple((mean[:, None, None], std[:, None, None]) for mean, std in (m.mean_std(what) for m in moments))
-
-
-def _magnitude(readers: tuple[StackReader, StackReader], window: Window,
-               moments: tuple[tuple[np.ndarray, np.ndarray], ...]) -> np.ndarray:
-    """CVA magnitude of one window on bands standardised per date, NaN where either date is invalid."""
-    (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
-    (m1, s1), (m2, s2) = moments
-    magnitude = cva_magnitude((x1 - m1) / s1, (x2 - m2) / s2)  # (h, w)
-    return np.where(v1 & v2, magnitude, np.nan).astype(np.float32)
-
-
-def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None = None, tile: int = 512,
-               threshold: float | None = None, progress: Progress | None = None,
-               should_stop: ShouldStop | None = None) -> DetectResult:
-    """Change vector analysis, streamed in up to three passes: joint band moments, magnitudes (and a
-    sample for Otsu's threshold; skipped when a threshold is given and no score asked for), the mask.
-
-    Args:
-        pair: the two dates (see :func:`open_pair`).
-        out: change mask GeoTIFF (uint8: 0 no change, 1 change, 255 nodata; with a colour table).
-        score_out: optional float32 GeoTIFF of the change magnitude (NaN nodata).
-        tile: tile side in pixels.
-        threshold: magnitude threshold; None chooses Otsu's over (a sample of) the valid pixels.
-        progress: called with (fraction, message).
-        should_stop: polled every tile; True raises :class:`Cancelled` and leaves no output.
-
-    Returns:
-        Paths, the threshold used, the changed share of valid pixels, whether t2 was warped, speed.
-
-    Raises:
-        OutputError: an output cannot be written. NoDataError: the dates share no valid pixel.
-        Cancelled: ``should_stop`` said so; no output exists.
-    """
-    started = time.perf_counter()
-    refuse_pair_outputs(pair, {"--out": out, "--probability": score_out})
-    out = check_writable(out, "--out")
-    score_path = check_writable(score_out, "--probability") if score_out else None
-    tiles = list(_tiles(pair, tile))
-    second_pass = threshold is None or score_path is not None
-    ticker = Ticker(progress, should_stop, (2 + second_pass) * len(tiles))
-    readers = pair.readers()
-    moments = joint_band_moments(readers, tiles, ticker("band statistics"))
-    grid = pair.grid
-    with OutputGroup() as outputs:  # both files appear together, or neither
-        if second_pass:
-            score = (outputs.add(AtomicGeoTiff(score_path, grid, 1, "float32", float("nan"),
-                                               descriptions=["CVA change magnitude"]))
-                     if score_path else None)
-            keep = min(1.0, OTSU_SAMPLES / (grid.width * grid.height))
-            rng = np.random.default_rng(0)
-            samples: list[np.ndarray] = []
-            tick = ticker("change magnitude")
-            for _, window in tiles:
-                magnitude = _magnitude(readers, window, moments)
-                if score is not None:
-                    score.write(magnitude, window)
-                values = magnitude[np.isfinite(magnitude)]
-                samples.append(values[rng.random(values.size) < keep])
-                tick()
-            if threshold is None:
-                threshold = otsu_threshold(np.concatenate(samples))
-        assert threshold is not None
-        mask_tif = outputs.add(AtomicGeoTiff(
-            out, grid, 1, "uint8", MASK_NODATA, descriptions=["change"], colormap=MASK_COLORS,
-            tags={"method": "cva", "threshold": f"{threshold:.6g}"}))
-        changed = valid = 0
-        tick = ticker("change mask")
-        for _, window in tiles:
-            magnitude = _magnitude(readers, window, moments)
-            mask = np.where(np.isnan(magnitude), MASK_NODATA, magnitude > threshold).astype(np.uint8)
-            changed += int(np.count_nonzero(mask == 1))
-            valid += int(np.count_nonzero(mask != MASK_NODATA))
-            mask_tif.write(mask, window)
-            tick()
-    seconds = time.perf_counter() - started
-    logger.info("CVA: threshold %.4g, %.2f %% of valid pixels changed, %.1f s", threshold,
-                100 * changed / max(1, valid), seconds)
-    return DetectResult(out, score_path, float(threshold), changed / max(1, valid), pair.warped,
-                        grid.width * grid.height / 1e6 / seconds)
-
-
 def refuse_pair_outputs(pair: RasterPair, outputs: dict[str, str | Path | None]) -> None:
     """Refuse, before any work, outputs that are files of either date (every band file, a VRT's sources)
-    or each other (see :func:`~core.data.writer.refuse_inputs_as_outputs`).
+    or each other (see :func:`~core.io.writer.refuse_inputs_as_outputs`).
 
     Raises:
         OutputError: naming the option, the file and the fix.

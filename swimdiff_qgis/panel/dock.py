@@ -2,9 +2,9 @@
 land-cover classifier) chosen from a drop-down list, then the device, the status, progress, cancel and a live
 loss plot.
 
-Widgets only: every run goes through :class:`~.runs.Runner`; the pages are in ``panel/`` and
-``landcover_tabs.py``. Nothing here asks for width: long device lines, paths and layer names wrap or elide,
-so the dock stays as narrow as the user makes it.
+Widgets only: every run goes through :class:`~swimdiff_qgis.runs.Runner`; the pages are the other modules
+of this package (``detect.py``, ``training.py``, ``landcover.py``). Nothing here asks for width: long device
+lines, paths and layer names wrap or elide, so the dock stays as narrow as the user makes it.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from qgis.core import QgsApplication, QgsTask
 from qgis.gui import QgisInterface, QgsDockWidget
 from qgis.PyQt.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from .landcover_tabs import ClassifyTab, TrainClassifierTab
-from .panel.detect import DEFAULT_MODEL, DetectPage, model_summary
-from .panel.plot import LossPlot
-from .panel.training import FinetunePage, PretrainPage
-from .runs import DONE, Runner
-from .settings import resolve_worker_python
-from .tasks import WorkerTask
+from ..runs import DONE, Runner
+from ..settings import resolve_worker_python
+from ..tasks import WorkerTask
+from ..worker import WorkerError, probe_device
+from .detect import DEFAULT_MODEL, DetectPage, model_summary
+from .landcover import ClassifyTab, TrainClassifierTab
+from .plot import LossPlot
+from .training import FinetunePage, PretrainPage
 from .widgets import TaskPages, wrapped_label
-from .worker import WorkerError, probe_device
 
 logger = logging.getLogger(__name__)
 

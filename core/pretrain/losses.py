@@ -7,6 +7,8 @@
   plain MoCo.
 * :func:`positive_pair_accuracy`: a diagnostic of how well views of one place are matched.
 * :func:`diffusion_loss`: the epsilon-prediction MSE of the denoising diffusion constraint.
+
+The change network's loss is in :mod:`core.change.losses`.
 """
 
 from __future__ import annotations
@@ -86,22 +88,3 @@ def positive_pair_accuracy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Epsilon-prediction MSE of the diffusion constraint, (N, C, H, W) each -> scalar."""
     return F.mse_loss(eps_pred.float(), eps.float())
-
-
-def change_loss(logits: torch.Tensor, label: torch.Tensor, ignore: float = 255.0) -> torch.Tensor:
-    """BCE plus soft Dice on the change class, over labelled pixels only.
-
-    Dice keeps the rare change class (0.3-4 % of pixels) from being drowned by the background.
-
-    Args:
-        logits: change logits, (N, 1, H, W).
-        label: 0 (no change), 1 (change) or ``ignore``, (N, H, W).
-    """
-    logits = logits[:, 0].float()  # (N, H, W)
-    known = label != ignore  # (N, H, W)
-    target = torch.where(known, label, torch.zeros_like(label))
-    bce = F.binary_cross_entropy_with_logits(logits[known], target[known]) if known.any() else logits.sum() * 0
-    prob = torch.sigmoid(logits) * known  # (N, H, W)
-    intersection = (prob * target).sum()
-    dice = 1.0 - (2.0 * intersection + 1.0) / (prob.sum() + target.sum() + 1.0)
-    return bce + dice

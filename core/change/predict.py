@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.tiling import blend_weights, tile_grid
-from .models.siamese import SiameseUNet
+from ..io.tiling import blend_weights, tile_grid
+from ..models.siamese import SiameseUNet
 
 
 @torch.no_grad()

@@ -1,1 +1,0 @@
-"""Raster reading, scenes, sampling and normalisation (rasterio, numpy; no QGIS)."""
