@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads; on shared cores a second one mostly adds synchronisation to these small "
-                             "batches (10-40x slower under load, see tests/test_classification.py)")
+                             "batches (10-40x slower under load, see tests/test_landcover_training.py)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,4 +1,4 @@
-"""Runs inside the QGIS desktop (``qgis --code screenshot_scene.py``) for tests/test_screenshot.py.
+"""Runs inside the QGIS desktop (``qgis --code screenshot_scene.py``) for tests/test_qgis_screenshot.py.
 
 It reads the scene from the JSON file named by ``$SWIMDIFF_SCENE`` and shows it with the plugin's own
 styling: for ``"kind": "change"`` two RGB rasters and the outputs of a ``swimdiff detect`` run

@@ -86,3 +86,10 @@ def test_the_jobs_build_on_each_other_in_one_direction() -> None:
                     if other in may_use and other != job and other not in allowed:
                         crossings.add((path.name, node.module))
     assert crossings == set()
+
+
+def test_test_files_are_named_after_the_room_they_test() -> None:
+    rooms = ("io", "pretrain", "change", "landcover", "models", "qgis", "cli", "config", "layout", "bench")
+    names = [p.stem for p in (REPO / "tests").glob("test_*.py")]
+    assert len(names) > 20
+    assert [n for n in names if not n.removeprefix("test_").startswith(rooms)] == []

@@ -99,7 +99,7 @@ def test_qgis_process_detects_changes_on_a_real_oscd_pair(method: str, headless_
 
 
 def test_qgis_process_classifies_land_cover(headless_env, tmp_path: Path) -> None:
-    from test_classify_qgis import CLASSES, NODATA_BLOCK, make_scene, train_classifier
+    from test_qgis_landcover import CLASSES, NODATA_BLOCK, make_scene, train_classifier
 
     model = train_classifier(tmp_path / "classifier")
     scene = make_scene(tmp_path / "scene.tif")

@@ -7,7 +7,7 @@ absolute source paths (the VRT can be moved) and the sources' nodata kept.
 
 Resampling: coarser bands are brought onto the grid *bilinearly*, the same kernel
 :class:`~core.io.raster.StackReader` uses for a folder of band files, so a stack and its folder give
-``swimdiff detect`` the same pixels (``tests/test_stack.py`` measures it on a real OSCD city). Bands finer
+``swimdiff detect`` the same pixels (``tests/test_io_stack.py`` measures it on a real OSCD city). Bands finer
 than a ``--resolution 20`` or ``60`` grid are *averaged* (area mean), the correct way to coarsen reflectance.
 The VRT is written under a temporary name in the output folder, opened to check its bands, then renamed;
 a ``.tif`` output is the VRT streamed block by block into a tiled, compressed GeoTIFF the same way.

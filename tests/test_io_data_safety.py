@@ -251,7 +251,7 @@ DISK_FULL = [
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> Path:
-    """A tiny linear-probe classifier of generated Forest/Sea patches (as in test_landcover.py)."""
+    """A tiny linear-probe classifier of generated Forest/Sea patches (as in test_landcover_mapping.py)."""
     from core.config import ClassifyConfig
     from core.landcover.training import finetune_classify
 

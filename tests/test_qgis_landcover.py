@@ -317,7 +317,7 @@ def test_classify_output_loaded_by_processing_is_a_paletted_layer_with_the_class
     provider, qgis_new_project, classifier: Path, tmp_path: Path
 ) -> None:
     import processing
-    from test_processing_qgis import RecordingFeedback
+    from test_qgis_processing import RecordingFeedback
 
     scene = make_scene(tmp_path / "scene.tif")
     feedback = RecordingFeedback()
@@ -396,7 +396,7 @@ def test_a_model_chains_classify_with_polygonize(provider, classifier: Path, tmp
 
 def test_finetuneclassify_trains_a_classifier_on_generated_patches(provider, tmp_path: Path) -> None:
     import processing
-    from test_processing_qgis import RecordingFeedback
+    from test_qgis_processing import RecordingFeedback
 
     data = make_rgb_classes(tmp_path / "data", per_class=4, classes=CLASSES)
     feedback = RecordingFeedback()

@@ -437,7 +437,7 @@ def test_a_bad_custom_band_list_says_how_to_write_it(typed: str, message: str) -
 
 
 def test_new_models_are_handed_to_the_next_page(dock, qgis_iface, fake_worker, tmp_path: Path) -> None:
-    from test_model_info import write_encoder
+    from test_qgis_model_info import write_encoder
 
     encoder = write_encoder(tmp_path / "encoder")
     fake_worker(event(event="result", outputs={"model_dir": str(encoder), "stopped": False, "steps_done": 1000}))

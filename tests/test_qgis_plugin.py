@@ -338,7 +338,7 @@ def test_environment_action_shows_the_worker_error_in_the_message_bar(
 @pytest.fixture
 def setup_case(plugin, qgis_iface, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_settings: Path):
     """A plugin folder without .venv, a fake base interpreter, a recorded input dialog and a recorded log."""
-    from test_setup_env import FAKE_PYTHON
+    from test_qgis_setup_env import FAKE_PYTHON
 
     base = tmp_path / "base" / "python3"
     base.parent.mkdir()
@@ -518,7 +518,7 @@ def pixel_alpha(layer, row: int, column: int) -> int:
 def test_choosing_an_encoder_shows_its_bands_and_patch_size_or_why_it_is_unusable(
     plugin, dock, qgis_iface, tmp_path: Path
 ) -> None:
-    from test_model_info import write_encoder
+    from test_qgis_model_info import write_encoder
 
     label = dock.encoder_label
     assert label.text() == "Random initialisation: the bands both dates share."
