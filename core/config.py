@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any, Literal, TypeVar
 
@@ -97,6 +98,8 @@ class DataConfig(_JsonConfig):
         cache_mb: scenes whose stack fits in this budget are held in memory; larger ones stream.
         stats_windows: windows per date sampled to estimate per-band normalisation statistics.
         num_workers: DataLoader worker processes (0 reads in the training process).
+        scene_cell_m: side in metres of the ground cells that are scene-wide matching's scenes (a patch's
+            scene is the cell holding its centre; see :mod:`core.pretrain.places`).
     """
 
     paths: tuple[str, ...] = ()
@@ -106,6 +109,7 @@ class DataConfig(_JsonConfig):
     cache_mb: int = 2048
     stats_windows: int = 32
     num_workers: int = 1
+    scene_cell_m: float = 2560.0
 
     def __post_init__(self) -> None:
         _check(len(self.paths) > 0, "--data", list(self.paths), "give at least one scene folder or raster")
@@ -116,6 +120,8 @@ class DataConfig(_JsonConfig):
         _check(self.cache_mb >= 0, "--cache-mb", self.cache_mb, "use 0 (always stream) or more")
         _check(self.stats_windows >= 1, "stats_windows", self.stats_windows, "use 1 or more")
         _check(self.num_workers >= 0, "--num-workers", self.num_workers, "use 0 or more")
+        _check(math.isfinite(self.scene_cell_m) and self.scene_cell_m > 0, "--scene-cell", self.scene_cell_m,
+               "use a side in metres greater than 0 (e.g. 2560, about the scenes of the SwiMDiff paper)")
 
 
 @dataclasses.dataclass(frozen=True)

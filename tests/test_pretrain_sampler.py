@@ -8,6 +8,7 @@ import torch
 
 from core.errors import PatchSizeError
 from core.io.normalization import BandStats, estimate_band_stats
+from core.pretrain.places import place_id
 from core.pretrain.sampler import ScenePairDataset, augment, build_sources, random_windows
 from core.pretrain.scenes import discover_scenes
 
@@ -26,7 +27,8 @@ def test_samples_are_deterministic_and_tagged(tmp_path, make_geotiff) -> None:
     dataset, _ = _dataset(tmp_path, make_geotiff)
     first, again = dataset[3], dataset[3]
     assert first["x_q"].shape == (3, 32, 32) and first["x_k"].shape == (3, 32, 32)
-    assert first["scene_id"] == 0
+    scene = dataset.scenes[0]  # a 64 px raster: all of it lies in one 2560 m ground cell, whatever the window
+    assert first["scene_id"] == place_id(scene.grid, 0, 0) == place_id(scene.grid, 63, 63) == dataset[9]["scene_id"]
     torch.testing.assert_close(first["x_q"], again["x_q"])
     assert not torch.equal(dataset[3]["x_q"], dataset[4]["x_q"])
 

@@ -46,7 +46,12 @@ def add(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-size", type=int, default=m.queue_size, help="K, keys kept in the MoCo queue")
     p.add_argument("--temperature", type=float, default=lo.temperature, help="tau of the contrastive logits")
     p.add_argument("--swm-mode", choices=("soft", "mask", "off"), default=lo.swm_mode,
-                   help="scene-wide matching: same-scene keys become soft positives, are masked, or off (MoCo)")
+                   help="scene-wide matching: same-scene keys become soft positives, are masked, or off (MoCo). "
+                        "Switched off, with a warning, when everything lies within one --scene-cell")
+    p.add_argument("--scene-cell", type=float, default=d.scene_cell_m, metavar="METRES",
+                   help="a scene of scene-wide matching is a square place on the ground of this side (a patch's "
+                        "scene is the cell holding its centre, from map coordinates: one large raster holds many "
+                        "scenes, every date of a place shares its id)")
     p.add_argument("--swm-alpha", type=float, default=lo.swm_alpha, help="soft-positive mass of same-scene keys")
     p.add_argument("--swm-temperature", type=float, default=lo.swm_temperature, help="tau' spreading that mass")
     p.add_argument("--lambda-contrastive", type=float, default=lo.lambda_contrastive, help="weight of L_C")
@@ -71,7 +76,7 @@ def _run_pretrain(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..pretrain.training import pretrain
 
     data = DataConfig(paths=tuple(args.data), bands=parse_band_list(args.bands), patch_size=args.patch_size,
-                      cache_mb=args.cache_mb, num_workers=args.num_workers)
+                      cache_mb=args.cache_mb, num_workers=args.num_workers, scene_cell_m=args.scene_cell)
     model = ModelConfig(arch=args.arch, queue_size=args.queue_size)
     loss = LossConfig(temperature=args.temperature, swm_mode=args.swm_mode, swm_alpha=args.swm_alpha,
                       swm_temperature=args.swm_temperature, lambda_contrastive=args.lambda_contrastive,

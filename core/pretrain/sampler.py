@@ -2,7 +2,9 @@
 
 Sample ``i`` is a pure function of ``(seed, rank, i)``: a scene (chosen in proportion to its
 area), two of its dates, one random window, and independent augmentations of the two views.
-Resuming at step ``s`` therefore replays exactly the patches an uninterrupted run would see.
+Resuming at step ``s`` therefore replays exactly the patches an uninterrupted run would see. Its
+scene id is the place on the ground the window's centre lies in (:mod:`core.pretrain.places`), so
+one large raster holds many scenes and every date of a place shares its id.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.utils.data import Dataset
 from ..errors import PatchSizeError
 from ..io.normalization import BandStats
 from ..io.raster import StackReader
+from .places import DEFAULT_CELL_M, place_id
 from .scenes import Scene
 
 logger = logging.getLogger(__name__)
@@ -117,7 +120,7 @@ class ScenePairDataset(Dataset):
 
     def __init__(self, scenes: Sequence[Scene], sources: list[list[DateSource]], stats: BandStats,
                  patch_size: int, length: int, seed: int, rank: int = 0,
-                 max_nodata_fraction: float = 0.5) -> None:
+                 max_nodata_fraction: float = 0.5, cell_m: float = DEFAULT_CELL_M) -> None:
         self.scenes = list(scenes)
         self.sources = sources
         self.stats = stats
@@ -126,14 +129,18 @@ class ScenePairDataset(Dataset):
         self.seed = seed
         self.rank = rank
         self.max_nodata_fraction = max_nodata_fraction
+        self.cell_m = cell_m
         areas = np.array([s.grid.width * s.grid.height for s in self.scenes], dtype=np.float64)
         self.scene_weights = areas / areas.sum()
 
     def __len__(self) -> int:
         return self.length
 
-    def _window(self, rng: np.random.Generator, dates: Sequence[DateSource]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _window(self, rng: np.random.Generator,
+                dates: Sequence[DateSource]) -> tuple[int, int, list[tuple[np.ndarray, np.ndarray]]]:
+        """``(top, left, reads)`` of a window with little enough nodata in every date (else the last tried)."""
         size = self.patch_size
+        top = left = 0
         reads: list[tuple[np.ndarray, np.ndarray]] = []
         for _ in range(MAX_WINDOW_TRIES):
             top = int(rng.integers(0, dates[0].height - size + 1))
@@ -141,7 +148,7 @@ class ScenePairDataset(Dataset):
             reads = [d.read(top, left, size) for d in dates]
             if all(1.0 - valid.mean() <= self.max_nodata_fraction for _, valid in reads):
                 break
-        return reads
+        return top, left, reads
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         rng = np.random.default_rng([self.seed, self.rank, index])
@@ -151,7 +158,8 @@ class ScenePairDataset(Dataset):
             i, j = rng.choice(len(row), size=2, replace=False)
         else:
             i = j = 0
-        (x1, v1), (x2, v2) = self._window(rng, [row[int(i)], row[int(j)]])
+        top, left, ((x1, v1), (x2, v2)) = self._window(rng, [row[int(i)], row[int(j)]])
         x_q = augment(self.stats.apply(x1, v1), rng)  # (C, P, P)
         x_k = augment(self.stats.apply(x2, v2), rng)  # (C, P, P)
-        return {"x_q": x_q, "x_k": x_k, "scene_id": self.scenes[scene_idx].scene_id}
+        centre = (top + self.patch_size / 2, left + self.patch_size / 2)
+        return {"x_q": x_q, "x_k": x_k, "scene_id": place_id(self.scenes[scene_idx].grid, *centre, self.cell_m)}

@@ -44,6 +44,7 @@ from ..io.normalization import BandStats, estimate_band_stats
 from ..io.output_paths import check_writable
 from ..models.swimdiff import SwiMDiff
 from .distributed import DistInfo, any_rank, barrier, init_distributed, seed_rank
+from .places import matching_for_places
 from .sampler import DateSource, ScenePairDataset, build_sources, random_windows
 from .scenes import Scene, common_bands, discover_scenes
 
@@ -142,6 +143,7 @@ def prepare_run(data: DataConfig, model_cfg: ModelConfig, loss: LossConfig, trai
     report(0.0, f"reading scenes on {describe_device(device)}")
     scenes = discover_scenes(data.paths, assume_band_names)
     bands = common_bands(scenes, data.bands)
+    loss, one_place = matching_for_places(scenes, data.scene_cell_m, loss)
     model_cfg = dataclasses.replace(model_cfg, in_chans=len(bands))
     torch.manual_seed(train.seed)
     model = SwiMDiff(model_cfg, loss).to(device)  # the same initial weights on every rank
@@ -174,6 +176,7 @@ def prepare_run(data: DataConfig, model_cfg: ModelConfig, loss: LossConfig, trai
         "total_steps": total,
         "steps_per_epoch": per_epoch,
         "scenes": [{"id": s.scene_id, "name": s.name, "dates": [str(d.source) for d in s.dates]} for s in scenes],
+        **({"scene_wide_matching": one_place} if one_place else {}),
     }
     run = Run(data, loss, train, out_dir, device, info, scenes, bands, sources, stats, model, optimizer, total,
               provenance)
@@ -226,7 +229,8 @@ def batches(run: Run) -> Iterator[dict[str, torch.Tensor]]:
     """The remaining batches; sample ``i`` depends only on (seed, rank, i), so resume replays exactly."""
     dataset = ScenePairDataset(run.scenes, run.sources, run.stats, run.data.patch_size,
                                length=run.total_steps * run.train.batch_size, seed=run.train.seed,
-                               rank=run.info.rank, max_nodata_fraction=run.data.max_nodata_fraction)
+                               rank=run.info.rank, max_nodata_fraction=run.data.max_nodata_fraction,
+                               cell_m=run.data.scene_cell_m)
     remaining = range(run.start_step * run.train.batch_size, len(dataset))
     loader = DataLoader(dataset, batch_size=run.train.batch_size, sampler=remaining,
                         num_workers=run.data.num_workers, pin_memory=run.device.type == "cuda",
