@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import change, classify, detect, device, pretrain, stack
+from .commands import adapt, change, classify, detect, device, pretrain, stack, threshold
 from .commands.common import Formatter
 from .events import BarReporter, JsonLinesReporter, JsonLogHandler, Reporter
 
@@ -50,10 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add(commands)
     change.add_finetune(commands)
     change.add_evaluate(commands)
+    adapt.add(commands)
     classify.add_finetune(commands)
     classify.add_classify(commands)
     device.add(commands)
     stack.add(commands)
+    threshold.add(commands)
     return parser
 
 

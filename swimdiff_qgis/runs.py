@@ -23,6 +23,7 @@ from .landcover import add_classification_layers
 from .layers import add_detection_layers, zoom_if_outside
 from .model_info import pretrained_steps
 from .panel.outputs import change_group_name, date_or_name, landcover_group_name, layer_file, unused_output
+from .panel.threshold import add_threshold_mask
 from .qgis_log import LOG_TAG, log
 from .settings import resolve_worker_python
 from .tasks import WorkerTask
@@ -148,6 +149,28 @@ class Runner(QObject):
         task = WorkerTask("SwiMDiff: detect changes", "detect", args, resolve_worker_python(), parameters, outputs)
         task.succeeded.connect(lambda result: self._add_layers(
             result, parameters, change_group_name(*dates, parameters, time.strftime("%H:%M:%S")), renamed))
+        self._renamed(renamed)
+        return self._start(task)
+
+    def threshold(self, probability: QgsRasterLayer | None, threshold: float, out: str = "") -> WorkerTask:
+        """Start ``swimdiff threshold``: the mask of a change probability layer at ``threshold`` (0 to 1) goes to
+        ``out`` (empty: ``<probability stem>_mask_<threshold>.tif`` beside it; a taken name becomes ``...-2.tif``)
+        and into the probability's layer group, styled, with the threshold in its metadata.
+
+        Raises:
+            ValueError: No probability layer, or a threshold outside 0 to 1. WorkerError: no worker interpreter.
+        """
+        source = layer_file(probability, "change probability")
+        if not 0.0 <= threshold <= 1.0:  # also NaN
+            raise ValueError(f"threshold {threshold} is not a change probability; choose 0 to 1")
+        out = out or str(Path(source).with_name(f"{Path(source).stem}_mask_{threshold:.2f}.tif"))
+        out_path, renamed = geotiff_output(out, "change.tif", [], [source])
+        args = ["--probability", source, "--threshold", repr(float(threshold)), "--out", str(out_path)]
+        parameters = {"probability": source, "method": "threshold", "threshold_asked": threshold}
+        layer_id = probability.id() if probability is not None else ""
+        task = WorkerTask("SwiMDiff: save the change mask", "threshold", args, resolve_worker_python(), parameters,
+                          [str(out_path)])
+        task.succeeded.connect(lambda result: self._add_threshold_mask(result, parameters, layer_id, renamed))
         self._renamed(renamed)
         return self._start(task)
 
@@ -303,6 +326,16 @@ class Runner(QObject):
         self._done(f"Changes detected: {100 * float(outputs.get('changed_fraction', 0)):.2f} % of the pixels "
                    f"changed (threshold {float(outputs.get('threshold', 0)):.3g})"
                    + (f"; {renamed}" if renamed else ""))
+
+    def _add_threshold_mask(self, outputs: dict[str, Any], parameters: dict[str, Any], layer_id: str,
+                            renamed: str) -> None:
+        try:
+            self.last_layers = add_threshold_mask(outputs, parameters, layer_id, self.project)
+        except ValueError as error:
+            return self._report(str(error), Qgis.Critical)
+        self._done(f"Change mask saved at threshold {float(outputs['threshold']):.2f}: "
+                   f"{100 * float(outputs.get('changed_fraction', 0)):.2f} % of the pixels changed, in "
+                   f"{outputs['change']}" + (f"; {renamed}" if renamed else ""))
 
     def _add_classification(self, outputs: dict[str, Any], parameters: dict[str, Any], name: str,
                             renamed: str) -> None:

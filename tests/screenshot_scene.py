@@ -86,7 +86,19 @@ def show_detect_panel(plugin: Any, package: ModuleType, project: QgsProject) -> 
     return mask
 
 
-SCENES = {"change": show_change, "landcover": show_landcover, "detect-panel": show_detect_panel}
+def show_live_threshold(plugin: Any, package: ModuleType, project: QgsProject) -> QgsMapLayer:
+    """A model detection's layers with its probability drawn at ``"threshold"`` by the Detect page's live threshold
+    slider. Returns the probability layer."""
+    show_change(plugin, package, project)
+    widget = plugin.dock.detect_page.threshold_widget
+    probability = project.mapLayersByName("change probability")[0]
+    widget.layer_combo.setLayer(probability)
+    widget.slider.setValue(round(SCENE["threshold"] * 100))
+    return probability
+
+
+SCENES = {"change": show_change, "landcover": show_landcover, "detect-panel": show_detect_panel,
+          "live-threshold": show_live_threshold}
 
 
 def panel_geometry(dock: Any) -> dict[str, Any]:

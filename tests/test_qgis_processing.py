@@ -35,7 +35,8 @@ pytestmark = pytest.mark.qgis
 BANDS = ("B02", "B03", "B04", "B08")
 CHANGED = (slice(10, 30), slice(20, 44))  # rows, columns of the generated new building block
 ALGORITHMS = ["swimdiff:buildstack", "swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange",
-              "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain"]
+              "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain",
+              "swimdiff:thresholdchange"]
 CVA = 2  # index of "cva" in swimdiff:detectchange's METHOD options
 
 

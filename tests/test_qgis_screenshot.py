@@ -208,6 +208,39 @@ def test_qgis_shows_the_detect_panel_in_words_within_the_screen(tmp_path: Path, 
     save_screenshot(tmp_path, "qgis-panel-detect.png")
 
 
+@pytest.mark.skipif(not NANTES.is_dir(), reason="../shared/data/oscd/images/nantes is not here")
+def test_qgis_shows_the_live_threshold_at_two_values(tmp_path: Path, display: str) -> None:
+    """``qgis-live-threshold.png``: the Detect page's slider drawing Nantes' change probability at 0.15 (top) and
+    0.60 (bottom), without running the model again."""
+    from qgis.PyQt.QtGui import QImage, QPainter
+
+    outputs = swimdiff("detect", "--t1", str(NANTES / "imgs_1"), "--t2", str(NANTES / "imgs_2"), "--out",
+                       str(tmp_path / "change.tif"), "--probability", str(tmp_path / "prob.tif"))
+    t1 = rgb_vrt(NANTES / "imgs_1", tmp_path / "nantes_t1_rgb.vrt")
+    t2 = rgb_vrt(NANTES / "imgs_2", tmp_path / "nantes_t2_rgb.vrt")
+    reds, shots = [], []
+    for threshold in (0.15, 0.6):
+        run = tmp_path / f"at-{threshold}"
+        run.mkdir()
+        scene = {"kind": "live-threshold", "t1": str(t1), "t2": str(t2), "outputs": outputs, "threshold": threshold,
+                 "t1_name": "Nantes t1 (RGB)", "t2_name": "Nantes t2 (RGB)", "group": "SwiMDiff change (default model)",
+                 "parameters": {"t1": str(NANTES / "imgs_1"), "t2": str(NANTES / "imgs_2"), "method": "model",
+                                "model": "default"},
+                 "message": f"Live threshold {threshold:.2f} (the run's: {outputs['threshold']:.2f})"}
+        report, image = show_in_qgis(run, display, scene)
+        assert report["tab"] == "Detect changes"
+        reds.append(int(((image[..., 0] > 180) & (image[..., 1] < 60) & (image[..., 2] < 60)).sum()))
+        shots.append(QImage(str(run / "screen.png")))
+    assert reds[0] > reds[1] > 100, reds  # a lower threshold shows more change
+    both = QImage(SCREEN[0], 2 * SCREEN[1], QImage.Format_RGB888)
+    painter = QPainter(both)
+    painter.drawImage(0, 0, shots[0])
+    painter.drawImage(0, SCREEN[1], shots[1])
+    painter.end()
+    both.save(str(tmp_path / "screen.png"))
+    save_screenshot(tmp_path, "qgis-live-threshold.png")
+
+
 def render_rgb(scene: Path, out: Path) -> Path:
     """``scripts/demo_landcover.py``'s 8-bit B04, B03, B02 rendering (the scale EuroSAT's JPGs have)."""
     spec = importlib.util.spec_from_file_location("demo_landcover", REPO / "scripts" / "demo_landcover.py")

@@ -21,7 +21,6 @@ from ..io.raster import StackReader
 from ..io.tiling import Tile, block_grid
 from ..io.writer import AtomicGeoTiff, OutputGroup
 from .pair import (
-    MASK_COLORS,
     MASK_NODATA,
     OTSU_SAMPLES,
     DetectResult,
@@ -29,6 +28,8 @@ from .pair import (
     RasterPair,
     ShouldStop,
     Ticker,
+    change_mask,
+    mask_geotiff,
     refuse_pair_outputs,
 )
 
@@ -155,14 +156,12 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
             if threshold is None:
                 threshold = otsu_threshold(np.concatenate(samples))
         assert threshold is not None
-        mask_tif = outputs.add(AtomicGeoTiff(
-            out, grid, 1, "uint8", MASK_NODATA, descriptions=["change"], colormap=MASK_COLORS,
-            tags={"method": "cva", "threshold": f"{threshold:.6g}"}))
+        mask_tif = outputs.add(mask_geotiff(out, grid, {"method": "cva", "threshold": f"{threshold:.6g}"}))
         changed = valid = 0
         tick = ticker("change mask")
         for _, window in tiles:
             magnitude = _magnitude(readers, window, moments)
-            mask = np.where(np.isnan(magnitude), MASK_NODATA, magnitude > threshold).astype(np.uint8)
+            mask = change_mask(magnitude, threshold)
             changed += int(np.count_nonzero(mask == 1))
             valid += int(np.count_nonzero(mask != MASK_NODATA))
             mask_tif.write(mask, window)

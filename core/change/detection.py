@@ -28,7 +28,6 @@ from ..io.writer import AtomicGeoTiff, OutputGroup
 from ..models.distance import FeatureDistance
 from .cva import otsu_threshold
 from .pair import (
-    MASK_COLORS,
     MASK_NODATA,
     OTSU_SAMPLES,
     DetectResult,
@@ -36,6 +35,8 @@ from .pair import (
     RasterPair,
     ShouldStop,
     Ticker,
+    change_mask,
+    mask_geotiff,
     refuse_pair_outputs,
 )
 from .predict import predict_batch
@@ -75,15 +76,6 @@ def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Ti
         yield window, scores[0]
 
 
-def _mask(scores: np.ndarray, threshold: float) -> np.ndarray:
-    return np.where(np.isnan(scores), MASK_NODATA, scores > threshold).astype(np.uint8)
-
-
-def _mask_tif(path: Path, pair: RasterPair, tags: dict[str, str]) -> AtomicGeoTiff:
-    return AtomicGeoTiff(path, pair.grid, 1, "uint8", MASK_NODATA, descriptions=["change"], colormap=MASK_COLORS,
-                         tags=tags)
-
-
 def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
                       probability_out: str | Path | None = None, tile: int = 256, overlap: int = 32,
                       batch_size: int = 8, threshold: float | None = None, device_name: str = "auto",
@@ -118,14 +110,14 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
     tick = Ticker(progress, should_stop, len(tiles))("change probability")
     changed = valid = 0
     with OutputGroup() as outputs:  # both files appear together, or neither
-        mask_tif = outputs.add(_mask_tif(out, pair, {"method": "model", "model": str(model_dir),
+        mask_tif = outputs.add(mask_geotiff(out, pair.grid, {"method": "model", "model": str(model_dir),
                                                      "threshold": f"{chosen:.4g}"}))
         prob_tif = (outputs.add(AtomicGeoTiff(prob_path, pair.grid, 1, "float32", float("nan"),
                                               descriptions=["change probability"]))
                     if prob_path else None)
         for window, prob in stream_scores(pair, stats, network_scorer(model, device), tiling,
                                           tick):
-            mask = _mask(prob, chosen)
+            mask = change_mask(prob, chosen)
             mask_tif.write(mask, window)
             if prob_tif is not None:
                 prob_tif.write(prob, window)
@@ -197,12 +189,12 @@ def detect_features(pair: RasterPair, model_dir: str | Path, out: str | Path, sc
                               "give rasters that overlap with data")
         chosen = otsu_threshold(sample) if threshold is None else float(threshold)
         changed = valid = 0
-        mask_tif = outputs.add(_mask_tif(out, pair, {"method": "features", "model": str(model_dir),
+        mask_tif = outputs.add(mask_geotiff(out, pair.grid, {"method": "features", "model": str(model_dir),
                                                      "threshold": f"{chosen:.6g}"}))
         with rasterio.open(score_tif.tmp) as scores:
             for top in range(0, grid.height, tiling.tile):
                 window = Window(0, top, grid.width, min(tiling.tile, grid.height - top))
-                mask = _mask(scores.read(1, window=window), chosen)
+                mask = change_mask(scores.read(1, window=window), chosen)
                 mask_tif.write(mask, window)
                 changed += int(np.count_nonzero(mask == 1))
                 valid += int(np.count_nonzero(mask != MASK_NODATA))

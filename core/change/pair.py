@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from rasterio.warp import transform_bounds
 
 from ..errors import BandMismatchError, Cancelled, ConfigError, GridMismatchError
@@ -24,6 +25,7 @@ from ..io.bands import is_positional, normalise_band_name
 from ..io.normalization import with_value_scale
 from ..io.output_paths import dataset_files, refuse_inputs_as_outputs
 from ..io.raster import DateRaster, Grid, StackReader, open_date
+from ..io.writer import AtomicGeoTiff
 from ..pretrain.scenes import same_pixels, shared_bands
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,16 @@ ShouldStop = Callable[[], bool]
 MASK_NODATA = 255
 MASK_COLORS = {0: (0, 0, 0, 0), 1: (230, 30, 30, 255)}
 OTSU_SAMPLES = 2_000_000
+
+
+def change_mask(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """The change mask every method writes: 1 where ``scores`` is above ``threshold``, 0 elsewhere, 255 where NaN."""
+    return np.where(np.isnan(scores), MASK_NODATA, scores > threshold).astype(np.uint8)
+
+
+def mask_geotiff(path: Path, grid: Grid, tags: dict[str, str]) -> AtomicGeoTiff:
+    """The change-mask GeoTIFF every method writes: uint8, 255 nodata, the change colour table, ``tags``."""
+    return AtomicGeoTiff(path, grid, 1, "uint8", MASK_NODATA, descriptions=["change"], colormap=MASK_COLORS, tags=tags)
 
 
 @dataclass(frozen=True)

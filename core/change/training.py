@@ -78,6 +78,35 @@ def pretrained_encoder(encoder_dir: str | Path | None) -> tuple[dict[str, torch.
     return weights, config
 
 
+def encoder_network(arch: str, in_chans: int, weights: dict[str, torch.Tensor] | None,
+                    encoder_dir: str | Path | None) -> SiameseUNet:
+    """A new Siamese U-Net whose encoder starts from a pre-trained model's weights (random without them).
+
+    Raises:
+        CheckpointFormatError: the weights hold no encoder that fits.
+    """
+    model = SiameseUNet(arch, in_chans)
+    if weights is not None:
+        try:
+            model.load_pretrained_encoder(weights)
+        except KeyError as error:
+            raise CheckpointFormatError(f"--encoder '{encoder_dir}': {error}") from error
+    return model
+
+
+def new_model_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` (``--out``) as a path, checked before any work.
+
+    Raises:
+        OutputError: it already holds a model, or it cannot be written.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        raise OutputError(f"--out '{out_dir}' already holds a model; choose another folder")
+    check_writable(out_dir, "--out", folder=True)
+    return out_dir
+
+
 def pooled_counts(probabilities: list[np.ndarray], labels: list[np.ndarray], threshold: float) -> ChangeCounts:
     """Change counts of thresholded probabilities, pooled over the given cities."""
     counts = ChangeCounts()
@@ -94,6 +123,72 @@ def best_threshold(probabilities: list[np.ndarray], labels: list[np.ndarray]) ->
         if counts.f1 > best[1].f1:
             best = (float(threshold), counts)
     return best
+
+
+def change_step(model: SiameseUNet, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], lr: float,
+                device: torch.device, average: WeightAverage | None = None, freeze_encoder: bool = False) -> float:
+    """One optimisation step of :func:`~core.change.losses.change_loss` on a batch of patches; returns the loss.
+
+    Args:
+        batch: ``{"x1", "x2"}`` (N, C, h, w) and ``"label"`` (N, h, w; 0, 1 or 255 = ignore).
+        lr: the learning rate of this step.
+        average: the weight average to update after the step (None: none).
+        freeze_encoder: keep the encoder in eval mode (its batch-norm statistics fixed).
+    """
+    model.train()
+    if freeze_encoder:
+        model.encoder.eval()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(batch["x1"].to(device), batch["x2"].to(device))  # (N, 1, h, w)
+    loss = change_loss(logits, batch["label"].to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if average:
+        average.update(model)
+    return float(loss.detach())
+
+
+def train_steps(model: SiameseUNet, loader: DataLoader, train: TrainConfig, device: torch.device,
+                val_stacks: list[CityStack], eval_every: int, ema: float, best: dict[str, Any],
+                freeze_encoder: bool = False, job: str = "fine-tuning",
+                progress: Callable[[float, str], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                on_metrics: Callable[[int, dict[str, float]], None] | None = None,
+                ) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Optimise ``model`` on the loader's batches (AdamW, warm-up then cosine decay, a weight average of decay
+    ``ema`` that is validated and kept), validating every ``eval_every`` steps and at the end.
+
+    Args:
+        best: the best record so far (see :func:`validation_row`), e.g. the starting model's.
+
+    Returns:
+        The best record (the last weights when nothing was validated) and the history rows.
+
+    Raises:
+        Cancelled: ``should_stop`` said so; nothing was written.
+    """
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
+                                  weight_decay=train.weight_decay)
+    average = WeightAverage(model, ema) if ema > 0 else None
+    history: list[dict[str, float]] = []
+    losses: list[float] = []
+    for step, batch in enumerate(loader, 1):
+        if should_stop and should_stop():
+            raise Cancelled(f"{job} cancelled; no model was written")
+        losses.append(change_step(model, optimizer, batch, learning_rate(step - 1, train.steps, train), device,
+                                  average, freeze_encoder))
+        if step % eval_every == 0 or step == train.steps:
+            row, best = validation_row(step, float(np.mean(losses[-eval_every:])), average.model if average else model,
+                                       val_stacks, device, best)
+            history.append(row)
+            if on_metrics:
+                on_metrics(step, row)
+        if progress:
+            progress(step / train.steps, f"step {step}/{train.steps}, loss {losses[-1]:.4f}")
+    if best["state"] is None:  # no validation cities: keep the last weights
+        best.update(step=train.steps, state=(average.model if average else model).state_dict())
+    return best, history
 
 
 def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: list[str], val_cities: list[str],
@@ -118,10 +213,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         raise ConfigError(f"--val-fraction {val_fraction} is out of range; use 0 (none) to 0.5, e.g. 0.25")
     if not 0.0 <= ema < 1.0:
         raise ConfigError(f"--ema {ema} is out of range; use 0 (off) or a decay below 1, e.g. 0.98")
-    out_dir = Path(out_dir)
-    if (out_dir / "config.json").exists():
-        raise OutputError(f"--out '{out_dir}' already holds a model; choose another folder")
-    check_writable(out_dir, "--out", folder=True)
+    out_dir = new_model_folder(out_dir)
     report = progress or (lambda fraction, message: None)
     device = resolve_device(train.device)
     weights, encoder_config = pretrained_encoder(encoder_dir)
@@ -142,55 +234,15 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         val_stacks += [val_part for _, val_part in splits]
 
     torch.manual_seed(train.seed)
-    model = SiameseUNet(arch, len(bands)).to(device)
-    if weights is not None:
-        try:
-            model.load_pretrained_encoder(weights)
-        except KeyError as error:
-            raise CheckpointFormatError(f"--encoder '{encoder_dir}': {error}") from error
+    model = encoder_network(arch, len(bands), weights, encoder_dir).to(device)
     if freeze_encoder:
         model.encoder.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
-                                  weight_decay=train.weight_decay)
-    average = WeightAverage(model, ema) if ema > 0 else None
     dataset = ChangePatchDataset(train_stacks, patch_size, train.steps * train.batch_size, seed=train.seed,
                                  jitter=jitter)
     loader = DataLoader(dataset, batch_size=train.batch_size, num_workers=0, shuffle=False)
-    history: list[dict[str, float]] = []
     best: dict[str, Any] = {"f1": -1.0, "step": 0, "threshold": 0.5, "state": None, "scores": {}}
-    losses: list[float] = []
-    for step, batch in enumerate(loader, 1):
-        if should_stop and should_stop():
-            raise Cancelled("fine-tuning cancelled; no model was written")
-        model.train()
-        if freeze_encoder:
-            model.encoder.eval()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step - 1, train.steps, train)
-        logits = model(batch["x1"].to(device), batch["x2"].to(device))
-        loss = change_loss(logits, batch["label"].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if average:
-            average.update(model)
-        losses.append(float(loss.detach()))
-        if step % eval_every == 0 or step == train.steps:
-            row = {"step": float(step), "loss": float(np.mean(losses[-eval_every:]))}
-            evaluated = average.model if average else model
-            if val_stacks:
-                threshold, counts = _validate(evaluated, val_stacks, device)
-                row.update(val_f1=counts.f1, val_precision=counts.precision, val_recall=counts.recall,
-                           threshold=threshold)
-                if counts.f1 > best["f1"]:
-                    best = {"f1": counts.f1, "step": step, "threshold": threshold, "scores": counts.scores(),
-                            "state": copy.deepcopy(evaluated.state_dict())}
-            history.append(row)
-            if on_metrics:
-                on_metrics(step, row)
-        report(step / train.steps, f"step {step}/{train.steps}, loss {losses[-1]:.4f}")
-    if best["state"] is None:  # no validation cities: keep the last weights
-        best.update(step=train.steps, state=(average.model if average else model).state_dict())
+    best, history = train_steps(model, loader, train, device, val_stacks, eval_every, ema, best, freeze_encoder,
+                                progress=report, should_stop=should_stop, on_metrics=on_metrics)
     seconds = time.perf_counter() - started
     config = {
         "kind": CHANGE_KIND,
@@ -221,6 +273,20 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
 def _validate(model: torch.nn.Module, cities: list[CityStack], device: torch.device) -> tuple[float, ChangeCounts]:
     probabilities = [predict_probability(model, c.x1, c.x2, device=device) for c in cities]
     return best_threshold(probabilities, [c.label for c in cities])
+
+
+def validation_row(step: int, loss: float, model: torch.nn.Module, val_stacks: list[CityStack],
+                   device: torch.device, best: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """The history row of a validation at ``step`` and the best record (``f1``, ``step``, ``threshold``,
+    ``scores``, ``state``): a new one holding a copy of the weights when the pooled F1 improved."""
+    row = {"step": float(step), "loss": loss}
+    if val_stacks:
+        threshold, counts = _validate(model, val_stacks, device)
+        row.update(val_f1=counts.f1, val_precision=counts.precision, val_recall=counts.recall, threshold=threshold)
+        if counts.f1 > best["f1"]:
+            best = {"f1": counts.f1, "step": step, "threshold": threshold, "scores": counts.scores(),
+                    "state": copy.deepcopy(model.state_dict())}
+    return row, best
 
 
 def load_change_model(model_dir: str | Path, device: torch.device) -> tuple[SiameseUNet, dict[str, Any]]:

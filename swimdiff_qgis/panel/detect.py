@@ -14,6 +14,7 @@ from ..environment import PLUGIN_DIR
 from ..layers import is_result_layer
 from ..runs import METHOD_NAMES, Runner
 from .bands import BandNamesChoice
+from .threshold import ThresholdWidget
 from .widgets import ChoiceBox, Starter, folder_widget, form_layout, geotiff_widget, info_label, narrow, show_info
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class DetectPage(QWidget):
         output_widget: The change mask GeoTIFF (empty: a temporary file).
         probability_check: Also write the probability (or CVA magnitude).
         detect_button: Starts the run.
+        threshold_widget: The live threshold of a change probability layer and "Save the mask at this threshold".
         run_buttons: The page's run buttons.
     """
 
@@ -84,12 +86,13 @@ class DetectPage(QWidget):
                                           "beside the mask, as <mask>_probability.tif")
         self.detect_button = QPushButton("Detect changes")
         self.detect_button.clicked.connect(self.run_detect)
-        self.run_buttons = [self.detect_button]
+        self.threshold_widget = ThresholdWidget(runner, start)
+        self.run_buttons = [self.detect_button, *self.threshold_widget.run_buttons]
         for label, widget in (("Earlier (t1)", self.t1_combo), ("Later (t2)", self.t2_combo),
                               ("Method", self.method_combo), ("Model", self.model_widget), ("", self.model_label),
                               ("Threshold", self.threshold_spin), ("Band names", self.band_names),
                               ("Change mask", self.output_widget), ("", self.probability_check),
-                              ("", self.detect_button)):
+                              ("", self.detect_button), ("Live threshold", self.threshold_widget)):
             form.addRow(label, widget)
         self.model_widget.fileChanged.connect(self._update)
         self.method_combo.currentIndexChanged.connect(self._update)
@@ -99,6 +102,7 @@ class DetectPage(QWidget):
 
     def shutdown(self) -> None:
         """Stop following the project (the dock is going)."""
+        self.threshold_widget.shutdown()
         try:
             QgsProject.instance().layersAdded.disconnect(self.pick_dates)
         except TypeError:  # already disconnected

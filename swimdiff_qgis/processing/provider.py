@@ -13,6 +13,7 @@ from .evaluate_change import EvaluateChangeAlgorithm
 from .finetune_change import FinetuneChangeAlgorithm
 from .finetune_classify import FinetuneClassifyAlgorithm
 from .pretrain import PretrainAlgorithm
+from .threshold_change import ThresholdChangeAlgorithm
 
 ICON_PATH = PLUGIN_DIR / "resources" / "icon.png"
 
@@ -36,7 +37,7 @@ class SwimDiffProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (name fixed by QGIS)
         for algorithm in (DetectChangeAlgorithm(), PretrainAlgorithm(), FinetuneChangeAlgorithm(),
                           EvaluateChangeAlgorithm(), ClassifyAlgorithm(), FinetuneClassifyAlgorithm(),
-                          BuildStackAlgorithm()):
+                          BuildStackAlgorithm(), ThresholdChangeAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (name fixed by QGIS)
