@@ -7,7 +7,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin xvfb xauth python3-ven
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv demo demo-pretrain demo-landcover default-model test lint bench-pretrain bench-detect bench-ablation bench-classify clean zip deploy
+.PHONY: setup apt venv demo demo-pretrain demo-landcover default-model test lint bench-pretrain bench-detect bench-ablation bench-classify bench-adapt clean zip deploy
 
 ## setup: everything the project needs, idempotent (apt packages when missing, .venv, pinned runtime + dev deps)
 setup: apt $(STAMP)
@@ -67,6 +67,10 @@ bench-ablation: setup
 ## bench-classify: random init vs SwiMDiff encoder on the small real land-cover samples (~30 min CPU; ENCODER=DIR skips ~30 min pre-training)
 bench-classify: setup
 	$(PY) bench/bench_classify.py --data $(DATA) $(if $(ENCODER),--encoder $(ENCODER))
+
+## bench-adapt: adapt the shipped change model to polygons of each city's top half, score its bottom half (~15 min CPU)
+bench-adapt: setup
+	$(PY) bench/bench_adapt.py --data $(DATA)
 
 ## zip: dist/swimdiff.zip for QGIS's "Install from ZIP" (plugin, core, resources; no tests or dev files;
 ## its README.md is resources/README-plugin.md, written for the installed plugin)
