@@ -51,6 +51,16 @@ def png_complete(tmp: Path) -> None:
         raise OSError(f"'{tmp}' is not a complete PNG after writing")
 
 
+def save_png(path: Path, fig: Any) -> None:
+    """Write a matplotlib figure as a PNG through :func:`atomic_write` (checked whole), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), check=png_complete)
+    finally:
+        plt.close(fig)
+
+
 def atomic_write_all(jobs: Sequence[tuple[Path, Writer, Check]]) -> None:
     """Write several files that appear together: each ``write(tmp)`` goes to a hidden temporary sibling of
     its path, is synced and checked; only when every one passed are they renamed into place.

@@ -7,7 +7,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from .checkpoint import atomic_write, atomic_write_text, png_complete
+from .checkpoint import atomic_write_text, save_png
 
 COLUMNS = ("step", "loss", "loss_contrastive", "loss_diffusion", "accuracy", "negatives", "lr", "seconds")
 
@@ -55,7 +55,4 @@ def plot_losses(path: Path, rows: Sequence[dict[str, float]], title: str) -> Non
     ax_acc.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), check=png_complete)
-    finally:
-        plt.close(fig)
+    save_png(path, fig)

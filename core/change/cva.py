@@ -16,7 +16,6 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..io.normalization import BandMoments
-from ..io.output_paths import check_writable
 from ..io.raster import StackReader
 from ..io.tiling import Tile, block_grid
 from ..io.writer import AtomicGeoTiff, OutputGroup
@@ -29,8 +28,8 @@ from .pair import (
     ShouldStop,
     Ticker,
     change_mask,
+    check_pair_outputs,
     mask_geotiff,
-    refuse_pair_outputs,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,9 +127,7 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
         Cancelled: ``should_stop`` said so; no output exists.
     """
     started = time.perf_counter()
-    refuse_pair_outputs(pair, {"--out": out, "--probability": score_out})
-    out = check_writable(out, "--out")
-    score_path = check_writable(score_out, "--probability") if score_out else None
+    out, score_path = check_pair_outputs(pair, out, score_out)
     tiles = list(_tiles(pair, tile))
     second_pass = threshold is None or score_path is not None
     ticker = Ticker(progress, should_stop, (2 + second_pass) * len(tiles))

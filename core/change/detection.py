@@ -22,7 +22,6 @@ from ..device import describe_device, resolve_device
 from ..errors import CheckpointFormatError, NoDataError
 from ..io.blend import Tiling, stream_blended
 from ..io.normalization import BandStats
-from ..io.output_paths import check_writable
 from ..io.tiling import Tile
 from ..io.writer import AtomicGeoTiff, OutputGroup
 from ..models.distance import FeatureDistance
@@ -36,8 +35,8 @@ from .pair import (
     ShouldStop,
     Ticker,
     change_mask,
+    check_pair_outputs,
     mask_geotiff,
-    refuse_pair_outputs,
 )
 from .predict import predict_batch
 from .training import load_change_model
@@ -96,9 +95,7 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
         CheckpointFormatError, OutputError, Cancelled: see their messages.
     """
     started = time.perf_counter()
-    refuse_pair_outputs(pair, {"--out": out, "--probability": probability_out})
-    out = check_writable(out, "--out")
-    prob_path = check_writable(probability_out, "--probability") if probability_out else None
+    out, prob_path = check_pair_outputs(pair, out, probability_out)
     device = resolve_device(device_name)
     model, config = load_change_model(model_dir, device)
     stats = BandStats.from_dict(config["normalization"])
@@ -161,9 +158,7 @@ def detect_features(pair: RasterPair, model_dir: str | Path, out: str | Path, sc
         CheckpointFormatError, OutputError, NoDataError, Cancelled: see their messages.
     """
     started = time.perf_counter()
-    refuse_pair_outputs(pair, {"--out": out, "--probability": score_out})
-    out = check_writable(out, "--out")
-    score_path = check_writable(score_out, "--probability") if score_out else None
+    out, score_path = check_pair_outputs(pair, out, score_out)
     device = resolve_device(device_name)
     model, config = load_feature_distance(model_dir, device)
     stats = BandStats.from_dict(config["normalization"])

@@ -23,7 +23,7 @@ from rasterio.warp import transform_bounds
 from ..errors import BandMismatchError, Cancelled, ConfigError, GridMismatchError
 from ..io.bands import is_positional, normalise_band_name
 from ..io.normalization import with_value_scale
-from ..io.output_paths import dataset_files, refuse_inputs_as_outputs
+from ..io.output_paths import check_writable, date_files, refuse_inputs_as_outputs
 from ..io.raster import DateRaster, Grid, StackReader, open_date
 from ..io.writer import AtomicGeoTiff
 from ..pretrain.scenes import same_pixels, shared_bands
@@ -162,15 +162,18 @@ def open_pair(t1: str | Path, t2: str | Path, bands: Sequence[str] = (), assume_
     return pair
 
 
-def refuse_pair_outputs(pair: RasterPair, outputs: dict[str, str | Path | None]) -> None:
-    """Refuse, before any work, outputs that are files of either date (every band file, a VRT's sources)
-    or each other (see :func:`~core.io.writer.refuse_inputs_as_outputs`).
+def check_pair_outputs(pair: RasterPair, out: str | Path, second: str | Path | None,
+                       second_option: str = "--probability") -> tuple[Path, Path | None]:
+    """Check a change method's two outputs before any work: neither is a file of either date (every band file,
+    a VRT's sources) or the other output (:func:`~core.io.output_paths.refuse_inputs_as_outputs`), and both
+    can be written (:func:`~core.io.output_paths.check_writable`).
 
     Raises:
         OutputError: naming the option, the file and the fix.
     """
-    refuse_inputs_as_outputs(outputs, {option: dataset_files([date.source, *(b.path for b in date.bands)])
-                                       for option, date in (("--t1", pair.t1), ("--t2", pair.t2))})
+    refuse_inputs_as_outputs({"--out": out, second_option: second},
+                             {"--t1": date_files(pair.t1), "--t2": date_files(pair.t2)})
+    return check_writable(out, "--out"), check_writable(second, second_option) if second else None
 
 
 class Ticker:

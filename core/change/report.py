@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_write, png_complete
+from ..checkpoint import save_png
 from .metrics import ChangeCounts
 
 RGB = ("B04", "B03", "B02")
@@ -40,10 +40,7 @@ def save_comparison(path: Path, title: str, t1: np.ndarray, t2: np.ndarray, labe
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), check=png_complete)
-    finally:
-        plt.close(fig)
+    save_png(path, fig)
 
 
 def _mask_rgb(mask: np.ndarray) -> np.ndarray:

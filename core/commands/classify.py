@@ -10,7 +10,7 @@ from ..events import Reporter
 from .common import Formatter, StopOnSignal, add_reading_options
 
 if TYPE_CHECKING:
-    from ..io.raster import DateRaster
+    pass
 
 logger = logging.getLogger("core.cli")
 
@@ -107,35 +107,12 @@ def add_classify(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_classify)
 
 
-def open_classify_raster(raster: str, model_dir: str, assume: str, value_scale: str) -> DateRaster:
-    """The raster to classify, its bands named as the model's and its values on the model's scale.
-
-    The same naming and scale rules as ``swimdiff detect`` (see :func:`~core.change.pair.open_pair`), done
-    here, before any weights are loaded, so a bad raster stops at once.
-
-    Raises:
-        CheckpointFormatError: not a classifier folder. RasterReadError, BandMismatchError,
-        ValueScaleError, ConfigError: see their messages.
-    """
-    from pathlib import Path
-
-    from ..checkpoint import read_config
-    from ..io.bands import assumed_band_names
-    from ..io.normalization import BandStats, with_value_scale
-    from ..io.raster import open_date
-    from ..landcover.mapping import open_raster
-    from ..landcover.training import CLASSIFY_KIND
-
-    config = read_config(Path(model_dir), CLASSIFY_KIND)
-    stats = BandStats.from_dict(config["normalization"])
-    date = open_raster(open_date(raster, assumed_band_names(assume)), stats.bands)
-    return with_value_scale(date, stats.bands, stats.value_scale, value_scale)
-
-
 def _run_classify(args: argparse.Namespace, reporter: Reporter) -> dict:
-    from ..landcover.mapping import CLASS_NODATA, map_land_cover
+    from ..io.bands import assumed_band_names
+    from ..landcover.mapping import CLASS_NODATA, map_land_cover, open_classify_raster
 
-    date = open_classify_raster(args.raster, args.model, args.assume_band_names, args.value_scale)
+    date = open_classify_raster(args.raster, args.model, assumed_band_names(args.assume_band_names),
+                                args.value_scale)
     with StopOnSignal() as stop:  # map_land_cover takes the opened date as it is (see core.io.raster.open_date)
         result = map_land_cover(date, args.model, args.out, args.probabilities, tile=args.tile,
                                 overlap=args.overlap, batch_size=args.batch_size, device_name=args.device,

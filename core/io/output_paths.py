@@ -16,6 +16,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from ..errors import OutputError
+from .raster import DateRaster
 
 
 def check_writable(path: str | Path, argument: str, *, folder: bool = False) -> Path:
@@ -84,6 +85,11 @@ def refuse_inputs_as_outputs(outputs: Mapping[str, str | Path | None],
                     shown = "" if Path(file) == path else f" ('{file}' under another name)"
                     raise OutputError(f"{name} '{path}' is an input file of {input_name}{shown}; writing it would "
                                       "destroy the input: choose another output file name")
+
+
+def date_files(date: DateRaster) -> list[Path]:
+    """Every file a date reads: its source, its band files and the files VRTs among them read."""
+    return dataset_files([date.source, *(b.path for b in date.bands)])
 
 
 def dataset_files(paths: Iterable[str | Path]) -> list[Path]:

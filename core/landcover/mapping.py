@@ -30,18 +30,19 @@ import torch
 from rasterio.windows import Window
 
 from ..change.pair import Progress, ShouldStop, Ticker, name_by_order
+from ..checkpoint import read_config
 from ..device import describe_device, resolve_device
 from ..errors import ConfigError, NoDataError
 from ..io.blend import Tiling, stream_blended
-from ..io.normalization import BandStats
-from ..io.output_paths import check_writable, dataset_files, refuse_inputs_as_outputs
+from ..io.normalization import BandStats, with_value_scale
+from ..io.output_paths import check_writable, date_files, refuse_inputs_as_outputs
 from ..io.palette import RGB, class_colors
 from ..io.raster import DateRaster, StackReader, open_date
 from ..io.tiling import Tile
 from ..io.writer import AtomicGeoTiff, OutputGroup
 from ..models.classifier import Classifier
 from .patches import RGB_BANDS
-from .training import load_classifier
+from .training import CLASSIFY_KIND, load_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,22 @@ def open_raster(path: str | Path | DateRaster, bands: Sequence[str]) -> DateRast
     if set(bands) == set(RGB_BANDS):  # an unnamed 3-band image is red, green, blue in that order
         bands = RGB_BANDS
     return name_by_order(open_date(path), bands)
+
+
+def open_classify_raster(raster: str | Path, model_dir: str | Path, assume_band_names: Sequence[str] = (),
+                         value_scale: str = "auto") -> DateRaster:
+    """The raster to classify, its bands named as the model's and its values on the model's scale.
+
+    The same naming and scale rules as ``swimdiff detect`` (see :func:`~core.change.pair.open_pair`), applied
+    before any weights are loaded, so a bad raster stops at once.
+
+    Raises:
+        CheckpointFormatError: not a classifier folder. RasterReadError, BandMismatchError,
+        ValueScaleError, ConfigError: see their messages.
+    """
+    stats = BandStats.from_dict(read_config(Path(model_dir), CLASSIFY_KIND)["normalization"])
+    date = open_raster(open_date(raster, assume_band_names), stats.bands)
+    return with_value_scale(date, stats.bands, stats.value_scale, value_scale)
 
 
 def warn_on_value_scale(date: DateRaster, config: dict[str, Any]) -> None:
@@ -157,7 +174,8 @@ def map_land_cover(raster: str | Path | DateRaster, model_dir: str | Path, out: 
         NoDataError, Cancelled: see their messages; no output is left behind.
     """
     started = time.perf_counter()
-    refuse_inputs_as_outputs({"--out": out, "--probabilities": probabilities_out}, {"--raster": _raster_files(raster)})
+    refuse_inputs_as_outputs({"--out": out, "--probabilities": probabilities_out},
+                             {"--raster": date_files(open_date(raster))})
     out = check_writable(out, "--out")
     prob_path = check_writable(probabilities_out, "--probabilities") if probabilities_out else None
     if batch_size < 1:
@@ -212,12 +230,6 @@ def map_land_cover(raster: str | Path | DateRaster, model_dir: str | Path, out: 
     seconds = time.perf_counter() - started
     return LandCoverResult(out, prob_path, classes, colors, fractions, multi_label, side, used_overlap,
                            grid.width * grid.height / 1e6 / seconds, describe_device(device))
-
-
-def _raster_files(raster: str | Path | DateRaster) -> list[Path]:
-    """The files ``--raster`` reads: every band file (and a VRT's sources)."""
-    date = open_date(raster)
-    return dataset_files([date.source, *(b.path for b in date.bands)])
 
 
 def _class_ids(probabilities: np.ndarray) -> np.ndarray:

@@ -115,7 +115,7 @@ def save_confusion_png(path: Path, confusion: np.ndarray, classes: Sequence[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..checkpoint import atomic_write
+    from ..checkpoint import save_png
 
     confusion = np.asarray(confusion)
     k = len(classes)
@@ -136,5 +136,4 @@ def save_confusion_png(path: Path, confusion: np.ndarray, classes: Sequence[str]
     ax.set_title(title, fontsize=10)
     fig.colorbar(shown, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    save_png(path, fig)
