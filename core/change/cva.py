@@ -137,7 +137,7 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
     with OutputGroup() as outputs:  # both files appear together, or neither
         if second_pass:
             score = (outputs.add(AtomicGeoTiff(score_path, grid, 1, "float32", float("nan"),
-                                               descriptions=["CVA change magnitude"]))
+                                               descriptions=["CVA change magnitude"], tags=pair.tags()))
                      if score_path else None)
             keep = min(1.0, OTSU_SAMPLES / (grid.width * grid.height))
             rng = np.random.default_rng(0)
@@ -153,7 +153,8 @@ def detect_cva(pair: RasterPair, out: str | Path, score_out: str | Path | None =
             if threshold is None:
                 threshold = otsu_threshold(np.concatenate(samples))
         assert threshold is not None
-        mask_tif = outputs.add(mask_geotiff(out, grid, {"method": "cva", "threshold": f"{threshold:.6g}"}))
+        mask_tif = outputs.add(mask_geotiff(out, grid, {"method": "cva", "threshold": f"{threshold:.6g}",
+                                                          **pair.tags()}))
         changed = valid = 0
         tick = ticker("change mask")
         for _, window in tiles:

@@ -46,6 +46,15 @@ logger = logging.getLogger(__name__)
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # normalised (n, C, t, t) twice -> scores (n, t, t)
 
 
+def no_shared_pixel(pair: RasterPair) -> NoDataError:
+    """The error for a pair without a pixel valid (and, with clouds masked, clear) in both dates."""
+    if pair.clouds is not None:
+        return NoDataError(f"'{pair.t1.source}' and '{pair.t2.source}' share no valid pixel that is clear of clouds "
+                           "in both dates; choose clearer dates, raise --cloud-threshold, or run without --mask-clouds")
+    return NoDataError(f"'{pair.t1.source}' and '{pair.t2.source}' share no valid pixel (all nodata or NaN); "
+                       "give rasters that overlap with data")
+
+
 def network_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
     """A two-date network as a numpy scorer (see :func:`~core.change.predict.predict_batch`; bf16 on CUDA)."""
     return lambda x1, x2: predict_batch(model, x1, x2, device, amp=True)
@@ -108,9 +117,9 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
     changed = valid = 0
     with OutputGroup() as outputs:  # both files appear together, or neither
         mask_tif = outputs.add(mask_geotiff(out, pair.grid, {"method": "model", "model": str(model_dir),
-                                                     "threshold": f"{chosen:.4g}"}))
+                                                     "threshold": f"{chosen:.4g}", **pair.tags()}))
         prob_tif = (outputs.add(AtomicGeoTiff(prob_path, pair.grid, 1, "float32", float("nan"),
-                                              descriptions=["change probability"]))
+                                              descriptions=["change probability"], tags=pair.tags()))
                     if prob_path else None)
         for window, prob in stream_scores(pair, stats, network_scorer(model, device), tiling,
                                           tick):
@@ -121,8 +130,7 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
             changed += int(np.count_nonzero(mask == 1))
             valid += int(np.count_nonzero(mask != MASK_NODATA))
         if valid == 0:  # raised inside the block: neither file is kept
-            raise NoDataError(f"'{pair.t1.source}' and '{pair.t2.source}' share no valid pixel (all nodata or NaN); "
-                              "give rasters that overlap with data")
+            raise no_shared_pixel(pair)
     seconds = time.perf_counter() - started
     return DetectResult(out, prob_path, chosen, changed / max(1, valid), pair.warped,
                         pair.grid.width * pair.grid.height / 1e6 / seconds)
@@ -171,7 +179,8 @@ def detect_features(pair: RasterPair, model_dir: str | Path, out: str | Path, sc
     samples: list[np.ndarray] = []
     with OutputGroup() as outputs:  # the scores (kept only with --probability) and the mask appear together
         score_tif = outputs.add(AtomicGeoTiff(score_path or out.with_name(f"{out.name}.score"), grid, 1, "float32",
-                                              float("nan"), descriptions=["feature distance (1 - cosine)"]))
+                                              float("nan"), descriptions=["feature distance (1 - cosine)"],
+                                              tags=pair.tags()))
         for window, score in stream_scores(pair, stats, network_scorer(model, device),
                                            tiling, ticker("feature distance")):
             score_tif.write(score, window)
@@ -180,12 +189,11 @@ def detect_features(pair: RasterPair, model_dir: str | Path, out: str | Path, sc
         score_tif.finish()  # closed and checked: read back below
         sample = np.concatenate(samples)
         if sample.size == 0:
-            raise NoDataError(f"'{pair.t1.source}' and '{pair.t2.source}' share no valid pixel (all nodata or NaN); "
-                              "give rasters that overlap with data")
+            raise no_shared_pixel(pair)
         chosen = otsu_threshold(sample) if threshold is None else float(threshold)
         changed = valid = 0
         mask_tif = outputs.add(mask_geotiff(out, pair.grid, {"method": "features", "model": str(model_dir),
-                                                     "threshold": f"{chosen:.6g}"}))
+                                                     "threshold": f"{chosen:.6g}", **pair.tags()}))
         with rasterio.open(score_tif.tmp) as scores:
             for top in range(0, grid.height, tiling.tile):
                 window = Window(0, top, grid.width, min(tiling.tile, grid.height - top))

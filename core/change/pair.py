@@ -5,14 +5,16 @@ and the user is told); outputs keep t1's CRS and transform, are tiled and compre
 nodata where either date has none, and appear only when complete. Memory follows the tile size,
 not the raster size.
 
-This module holds the pieces every change method shares (opening a pair, band mapping, the mask's
-nodata and colours, refusing outputs that are inputs, progress/cancel ticks); :mod:`core.change.cva`
-(change vector analysis) and :mod:`core.change.detection` (a fine-tuned model, encoder features) use them.
+This module holds the pieces every change method shares (opening a pair, band mapping, masking clouds
+(:func:`mask_clouds`), the mask's nodata and colours, refusing outputs that are inputs, progress/cancel
+ticks); :mod:`core.change.cva` (change vector analysis) and :mod:`core.change.detection` (a fine-tuned
+model, encoder features) use them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from rasterio.warp import transform_bounds
 
 from ..errors import BandMismatchError, Cancelled, ConfigError, GridMismatchError
 from ..io.bands import is_positional, normalise_band_name
+from ..io.clouds import CloudMaskedReader, CloudOptions, PairClouds, cloud_steps, detect_pair_clouds
 from ..io.normalization import with_value_scale
 from ..io.output_paths import check_writable, date_files, refuse_inputs_as_outputs
 from ..io.raster import DateRaster, Grid, StackReader, open_date
@@ -49,11 +52,13 @@ def mask_geotiff(path: Path, grid: Grid, tags: dict[str, str]) -> AtomicGeoTiff:
 
 @dataclass(frozen=True)
 class RasterPair:
-    """Two dates of one place, read on t1's grid."""
+    """Two dates of one place, read on t1's grid; with ``clouds`` (:func:`mask_clouds`), the cloudy pixels of
+    either date read as nodata."""
 
     t1: DateRaster
     t2: DateRaster
     bands: list[str]
+    clouds: PairClouds | None = None
 
     @property
     def grid(self) -> Grid:
@@ -64,7 +69,14 @@ class RasterPair:
         return not self.t2.grid.same_as(self.t1.grid)
 
     def readers(self) -> tuple[StackReader, StackReader]:
+        if self.clouds is not None:
+            return (CloudMaskedReader(self.t1, self.grid, self.bands, self.clouds),
+                    CloudMaskedReader(self.t2, self.grid, self.bands, self.clouds))
         return StackReader(self.t1, self.grid, self.bands), StackReader(self.t2, self.grid, self.bands)
+
+    def tags(self) -> dict[str, str]:
+        """What every output of this pair records besides its method: how clouds were masked, if they were."""
+        return self.clouds.tags() if self.clouds is not None else {}
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,32 @@ def open_pair(t1: str | Path, t2: str | Path, bands: Sequence[str] = (), assume_
     if pair.warped:
         logger.warning("'%s' is not on the grid of '%s': it is warped onto it (bilinear)", d2.source, d1.source)
     return pair
+
+
+def mask_clouds(pair: RasterPair, options: CloudOptions | None = None, progress: Progress | None = None,
+                should_stop: ShouldStop | None = None) -> RasterPair:
+    """The pair with the cloudy pixels of either date as nodata (s2cloudless; see :mod:`core.io.clouds`).
+
+    Args:
+        pair: the two dates (see :func:`open_pair`).
+        options: threshold and value scale (default: s2cloudless's threshold, the scale read from the values).
+        progress, should_stop: progress callback and cancel poll.
+
+    Raises:
+        BandMismatchError: a date lacks an L1C band s2cloudless needs (e.g. an L2A product without B10).
+        ValueScaleError, ConfigError: values that are no reflectance, or s2cloudless missing.
+        Cancelled: ``should_stop`` said so.
+    """
+    started = time.perf_counter()
+    options = options or CloudOptions()
+    ticker = Ticker(progress, should_stop, cloud_steps(pair.grid), job="cloud masking")
+    clouds = detect_pair_clouds(pair.t1, pair.t2, pair.grid, pair.bands, options, ticker("cloud mask"))
+    fractions = clouds.fractions()
+    logger.info("clouds (s2cloudless, threshold %.2f, %s grid): %.2f %% of the valid pixels in t1, %.2f %% in t2, "
+                "%.2f %% in either, %.1f s; they are nodata in the outputs", options.threshold, clouds.resolution,
+                100 * fractions["cloudy_fraction_t1"], 100 * fractions["cloudy_fraction_t2"],
+                100 * fractions["cloudy_fraction"], time.perf_counter() - started)
+    return replace(pair, clouds=clouds)
 
 
 def check_pair_outputs(pair: RasterPair, out: str | Path, second: str | Path | None,

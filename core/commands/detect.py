@@ -44,6 +44,13 @@ def add(commands: argparse._SubParsersAction) -> None:
                         "unlike the training cities models are less sure of real changes: a lower value (e.g. "
                         "0.15) finds more of them at the cost of false alarms")
     p.add_argument("--bands", default="", help="cva: comma-separated bands to compare (default: all both share)")
+    p.add_argument("--mask-clouds", action="store_true",
+                   help="make the cloudy pixels of either date nodata in every output (s2cloudless, on a ~60 m grid) "
+                        "and report the cloudy fractions. Needs the Sentinel-2 L1C bands B01, B02, B04, B05, B08, "
+                        "B8A, B09, B10, B11, B12 (not L2A: it has no B10); does not find cloud shadows")
+    p.add_argument("--cloud-threshold", type=float, default=None, metavar="P",
+                   help="with --mask-clouds: the cloud probability above which a pixel is cloudy; not given: 0.4, "
+                        "s2cloudless's default (raise it, e.g. to 0.5, when bright roofs or bare soil are masked)")
     add_reading_options(p)
     p.add_argument("--tile", type=int, default=256, help="tile side in pixels (memory grows with tile x width)")
     p.add_argument("--overlap", type=int, default=32, help="model, features: overlap of neighbouring tiles, blended")
@@ -76,11 +83,12 @@ def check_threshold(threshold: float | None, method: str) -> None:
 def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..change.cva import detect_cva
     from ..change.default_model import change_model_dir
-    from ..change.pair import open_pair
+    from ..change.pair import check_pair_outputs, mask_clouds, open_pair
     from ..change.training import CHANGE_KIND
     from ..checkpoint import read_config
     from ..errors import ConfigError
     from ..io.bands import assumed_band_names, parse_band_list
+    from ..io.clouds import DEFAULT_THRESHOLD, CloudOptions
     from ..io.normalization import BandStats
 
     if not 64 <= args.tile <= 8192:
@@ -92,6 +100,11 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
         raise ConfigError(f"--batch-size {args.batch_size} is out of range; use 1 or more")
     method = args.method
     check_threshold(args.threshold, method)
+    if args.cloud_threshold is not None and not args.mask_clouds:
+        raise ConfigError(f"--cloud-threshold {args.cloud_threshold} is only used with --mask-clouds; add "
+                          "--mask-clouds or leave it out")
+    clouds = (CloudOptions(DEFAULT_THRESHOLD if args.cloud_threshold is None else args.cloud_threshold,
+                           args.value_scale) if args.mask_clouds else None)
     model = change_model_dir(args.model) if method != "cva" else None
     config = read_config(model, CHANGE_KIND if method == "model" else None) if model is not None else None
     bands = parse_band_list(args.bands) if config is None else config["bands"]
@@ -100,6 +113,9 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
                      args.value_scale)
     logger.info("comparing %d bands: %s", len(pair.bands), ", ".join(pair.bands))
     with StopOnSignal() as stop:
+        if clouds is not None:
+            check_pair_outputs(pair, args.out, args.probability)  # a bad --out fails before the cloud pass
+            pair = mask_clouds(pair, clouds, progress=reporter.progress, should_stop=stop)
         if model is not None:
             from ..change.detection import detect_features, detect_with_model
 
@@ -117,4 +133,6 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
                "threshold": result.threshold, "changed_fraction": result.changed_fraction, "warped": result.warped}
     if result.score:
         outputs["probability"] = str(result.score)
+    if pair.clouds is not None:
+        outputs.update(pair.clouds.fractions(), cloud_threshold=pair.clouds.options.threshold)
     return outputs

@@ -6,6 +6,7 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
@@ -38,7 +39,9 @@ class DetectChangeAlgorithm(SwimDiffAlgorithm):
                 "warped onto T1's grid when they differ. Without a model folder the model shipped with the "
                 "plugin is used; the CVA method needs no model. On places unlike the model's training cities a "
                 "threshold below the validated one (e.g. 0.15) finds more of the real changes, with more false "
-                "alarms; the probability output lets you choose by eye.")
+                "alarms; the probability output lets you choose by eye. Masking clouds (s2cloudless, on Sentinel-2 "
+                "L1C rasters with B01, B02, B04, B05, B08, B8A, B09, B10, B11, B12) makes the cloudy pixels of either "
+                "date nodata and reports the cloudy fraction of the valid pixels; it does not find cloud shadows.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 (name fixed by QGIS)
         number = QgsProcessingParameterNumber
@@ -49,6 +52,8 @@ class DetectChangeAlgorithm(SwimDiffAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("METHOD", "Method", options=list(METHOD_LABELS), defaultValue=0))
         self.addParameter(number("THRESHOLD", "Threshold (empty: the model's validated one, or Otsu's)",
                                  type=number.Double, minValue=0.0, optional=True))
+        self.addParameter(QgsProcessingParameterBoolean("MASK_CLOUDS", "Mask clouds (Sentinel-2 L1C, s2cloudless)",
+                                                        defaultValue=False))
         self.addParameter(advanced(number("TILE", "Tile size (pixels)", minValue=64, maxValue=8192, defaultValue=256)))
         self.addParameter(advanced(number("OVERLAP", "Tile overlap (pixels)", minValue=0, maxValue=4096,
                                           defaultValue=32)))
@@ -60,6 +65,7 @@ class DetectChangeAlgorithm(SwimDiffAlgorithm):
             "PROBABILITY", "Change probability (model) or magnitude (CVA)", optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber("USED_THRESHOLD", "Threshold used"))
         self.addOutput(QgsProcessingOutputNumber("CHANGED_FRACTION", "Changed fraction of valid pixels"))
+        self.addOutput(QgsProcessingOutputNumber("CLOUDY_FRACTION", "Cloudy fraction (either date) of valid pixels"))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: Any, feedback: Any) -> dict[str, Any]:  # noqa: N802
         out = self.geotiff_path(parameters, "OUTPUT", context)
@@ -77,9 +83,12 @@ class DetectChangeAlgorithm(SwimDiffAlgorithm):
             args += ["--threshold", repr(self.parameterAsDouble(parameters, "THRESHOLD", context))]
         if probability:
             args += ["--probability", probability]
+        if self.parameterAsBool(parameters, "MASK_CLOUDS", context):
+            args.append("--mask-clouds")
         outputs = self.run_swimdiff(args, feedback, output_files=[out, probability] if probability else [out])
         described = {"t1": t1, "t2": t2, "method": method, "model": model or "default"}
         style_when_loaded(context, out, MASK, outputs, described)  # styled like the panel's layers
         style_when_loaded(context, probability, PROBABILITY, outputs, described)
         return {"OUTPUT": outputs["change"], "PROBABILITY": outputs.get("probability"),
-                "USED_THRESHOLD": outputs.get("threshold"), "CHANGED_FRACTION": outputs.get("changed_fraction")}
+                "USED_THRESHOLD": outputs.get("threshold"), "CHANGED_FRACTION": outputs.get("changed_fraction"),
+                "CLOUDY_FRACTION": outputs.get("cloudy_fraction")}
