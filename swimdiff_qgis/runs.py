@@ -1,33 +1,30 @@
-"""Start detection, classification, pre-training and fine-tuning as QgsTasks and report their outcome in the
-QGIS window.
+"""Start detection, adapting, classification, pre-training and fine-tuning as QgsTasks.
 
 :class:`Runner` is the dock's engine, kept free of widgets so tests drive it directly: it copies layer
-sources on the main thread, starts one :class:`~.tasks.WorkerTask` at a time, turns a finished detection
-or classification into styled layers (never over an earlier result's file) and shows errors and the worker's
-warnings in the message bar in plain words (details in the "SwiMDiff" log).
+sources (and a labels layer's polygons) on the main thread, starts one :class:`~.tasks.WorkerTask` at a time and
+says how it ended; what a finished run adds and says (styled layers never over an earlier result's file, new
+models handed on, errors and the worker's warnings in the message bar) is its base class,
+:class:`~.outcomes.Outcomes`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgisInterface
-from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.PyQt.QtCore import pyqtSignal
 
-from .landcover import add_classification_layers
-from .layers import add_detection_layers, zoom_if_outside
-from .model_info import pretrained_steps
+from .labelling import CHANGE_FIELD, check_labels, export_labels, writable_folder
+from .outcomes import CANCELLED, DONE, FAILED, STOPPED, Outcomes, classifier_score, stopped_at
 from .panel.outputs import change_group_name, date_or_name, landcover_group_name, layer_file, unused_output
-from .panel.threshold import add_threshold_mask
-from .qgis_log import LOG_TAG, log
+from .qgis_log import log
 from .settings import resolve_worker_python
 from .tasks import WorkerTask
-from .worker import WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +32,42 @@ logger = logging.getLogger(__name__)
 METHOD_NAMES = {"model": "Change model (fine-tuned)", "features": "Feature distance (no labels)",
                 "cva": "Change vector analysis"}
 METHODS = tuple(METHOD_NAMES)
-#: How a run ended, as :attr:`Runner.ended` says it.
-DONE, FAILED, CANCELLED, STOPPED = "done", "failed", "cancelled", "stopped"
+#: The copy of the drawn polygons an adapt run reads, kept in its model folder.
+LABELS_COPY = "training-labels.gpkg"
 
-__all__ = ["METHODS", "METHOD_NAMES", "Runner", "classifier_score", "layer_file"]
+__all__ = ["CANCELLED", "DONE", "FAILED", "METHODS", "METHOD_NAMES", "STOPPED", "Runner", "adapted_model_folder",
+           "classifier_score", "layer_file", "stopped_at"]
 
 
-def classifier_score(outputs: dict[str, Any]) -> str:
-    """The validation score a ``finetune-classify`` run reports, e.g. ``accuracy 0.912 on validation patches``."""
-    for metric in ("accuracy", "micro_map"):
-        if isinstance(outputs.get(metric), float | int):
-            return f"{metric.replace('_', ' ')} {outputs[metric]:.3f} on {outputs.get('evaluated_on', '?')} patches"
-    return "no score"
+def pair_files(t1: QgsRasterLayer | None, t2: QgsRasterLayer | None) -> tuple[str, str]:
+    """The files of two dates.
+
+    Raises:
+        ValueError: A date is missing or not a file raster, or both are the same file.
+    """
+    sources = layer_file(t1, "earlier (t1)"), layer_file(t2, "later (t2)")
+    if Path(sources[0]).resolve() == Path(sources[1]).resolve():
+        raise ValueError(f"the earlier (t1) and later (t2) layers are the same file '{sources[0]}'; choose the "
+                         "two dates to compare")
+    return sources
+
+
+def adapted_model_folder(labels: QgsMapLayer | None, t1: QgsRasterLayer, t2: QgsRasterLayer,
+                         project: QgsProject | None = None) -> Path:
+    """A new folder for an adapted model: ``adapted_<t1 date>_<t2 date>`` beside the labels' file, else beside
+    the project, else beside the earlier date, else in the home folder; ``..._2``, ``..._3`` when taken."""
+    project = project or QgsProject.instance()
+    candidates = []
+    if isinstance(labels, QgsVectorLayer) and labels.providerType() == "ogr":
+        candidates.append(Path(labels.source().split("|")[0]).parent)
+    candidates += [Path(project.homePath())] if project.fileName() else []
+    candidates.append(Path(t1.source().split("|")[0]).parent)
+    base = next((f for f in candidates if f.is_dir() and writable_folder(f)), Path.home())
+    name = "_".join(re.sub(r"[^\w.-]+", "-", date_or_name(layer)).strip("-") or "date" for layer in (t1, t2))
+    folder, number = base / f"adapted_{name}", 2
+    while folder.exists():
+        folder, number = base / f"adapted_{name}_{number}", number + 1
+    return folder
 
 
 def geotiff_output(out: str, name: str, siblings: list[str], inputs: list[str]) -> tuple[Path, str]:
@@ -68,32 +89,22 @@ def geotiff_output(out: str, name: str, siblings: list[str], inputs: list[str]) 
                   f"'{path.name}' instead")
 
 
-class Runner(QObject):
-    """Runs one worker task at a time for the dock and reports the outcome.
+class Runner(Outcomes):
+    """Runs one worker task at a time for the dock and reports the outcome (see :class:`~.outcomes.Outcomes`
+    for the ``ended`` and ``model_ready`` signals and the attributes it adds).
 
     Signals:
-        started: ``(WorkerTask)`` when a task was handed to the task manager.
-        ended: ``(state, text)`` when it ended: state ``done``, ``failed``, ``cancelled`` or ``stopped`` (a
-            pre-training that stopped early), text what the panel's status line says.
-        model_ready: ``(command, folder)`` when a pre-training or fine-tuning wrote a usable model.
+        started: ``(WorkerTask)`` when a task is about to be handed to the task manager.
 
     Attributes:
-        iface: The QGIS interface (message bar, map canvas).
-        project: Where result layers go.
         task: The running task (kept referenced until it finishes), or None.
-        last_layers: The layers of the last detection or classification, for the caller and tests.
     """
 
     started = pyqtSignal("PyQt_PyObject")
-    ended = pyqtSignal(str, str)
-    model_ready = pyqtSignal(str, str)
 
     def __init__(self, iface: QgisInterface, project: QgsProject | None = None) -> None:
-        super().__init__()
-        self.iface = iface
-        self.project = project
+        super().__init__(iface, project)
         self.task: WorkerTask | None = None
-        self.last_layers: Any = None
 
     def busy(self) -> bool:
         """True while a task runs."""
@@ -101,7 +112,7 @@ class Runner(QObject):
 
     def detect(self, t1: QgsRasterLayer | None, t2: QgsRasterLayer | None, out: str = "", model: str = "",
                method: str = "model", threshold: float | None = None, probability: bool = True,
-               band_names: str = "") -> WorkerTask:
+               band_names: str = "", mask_clouds: bool = False) -> WorkerTask:
         """Start ``swimdiff detect`` on two layers; the results become a styled layer group.
 
         Args:
@@ -114,6 +125,8 @@ class Runner(QObject):
             threshold: The threshold; None for the model's validated one (or Otsu's).
             probability: Also write (and show) the probability beside the mask.
             band_names: ``--assume-band-names`` for unnamed bands (``l1c``, ``l2a`` or a list); empty for none.
+            mask_clouds: ``--mask-clouds``: leave the pixels that are cloudy on either date (Sentinel-2 L1C
+                bands) out of the change map.
 
         Returns:
             The started task.
@@ -124,10 +137,7 @@ class Runner(QObject):
         """
         if method not in METHODS:
             raise ValueError(f"method '{method}' is unknown; use one of {', '.join(METHODS)}")
-        sources = layer_file(t1, "earlier (t1)"), layer_file(t2, "later (t2)")
-        if Path(sources[0]).resolve() == Path(sources[1]).resolve():
-            raise ValueError(f"the earlier (t1) and later (t2) layers are the same file '{sources[0]}'; choose the "
-                             "two dates to compare")
+        sources = pair_files(t1, t2)
         model = "" if method == "cva" else model
         out_path, renamed = geotiff_output(out, "change.tif", ["_probability"] if probability else [], list(sources))
         prob_path = out_path.with_name(f"{out_path.stem}_probability.tif") if probability else None
@@ -139,17 +149,75 @@ class Runner(QObject):
         if prob_path is not None:
             args += ["--probability", str(prob_path)]
         args += ["--assume-band-names", band_names] if band_names else []
+        args += ["--mask-clouds"] if mask_clouds else []
         parameters = {"t1": sources[0], "t2": sources[1], "method": method,
                       "model": "" if method == "cva" else model or "default",
                       "threshold_asked": "auto" if threshold is None else threshold}
         if band_names:
             parameters["assume_band_names"] = band_names
+        if mask_clouds:
+            parameters["mask_clouds"] = True
         dates = (date_or_name(t1), date_or_name(t2)) if t1 is not None and t2 is not None else ("t1", "t2")
         outputs = [str(out_path)] + ([str(prob_path)] if prob_path else [])
         task = WorkerTask("SwiMDiff: detect changes", "detect", args, resolve_worker_python(), parameters, outputs)
         task.succeeded.connect(lambda result: self._add_layers(
             result, parameters, change_group_name(*dates, parameters, time.strftime("%H:%M:%S")), renamed))
         self._renamed(renamed)
+        return self._start(task)
+
+    def adapt(self, t1: QgsRasterLayer | None, t2: QgsRasterLayer | None, labels: QgsMapLayer | None,
+              out: str = "", model: str = "", label_field: str = CHANGE_FIELD, steps: int = 120,
+              batch_size: int = 8, band_names: str = "") -> WorkerTask:
+        """Start ``swimdiff adapt``: fine-tune a change model on the polygons of ``labels`` drawn over two dates.
+
+        The worker reads a copy of the polygons as they are drawn (unsaved edits and memory layers included; the
+        layer and its edit session are left as they are), written to ``<out>/training-labels.gpkg`` so the model
+        folder keeps what it learnt from. A run that fails or is cancelled removes that copy (and the folder when
+        the run created it). When it succeeds, ``model_ready`` says ``("adapt", folder)``.
+
+        Args:
+            t1: The earlier raster layer; t2: the later one.
+            labels: A polygon layer whose ``label_field`` is 1 (change) or 0 (no change).
+            out: The new model folder (must hold no model); empty for :func:`adapted_model_folder`.
+            model: The change model to start from; empty for the shipped one.
+            label_field: The class field.
+            steps: Optimisation steps; batch_size: patch pairs per step.
+            band_names: ``--assume-band-names`` for unnamed bands; empty for none.
+
+        Raises:
+            ValueError: A parameter is missing or wrong; the message says which and how to fix it.
+            WorkerError: No worker interpreter (``WorkerMissing``).
+        """
+        if self.task is not None:
+            raise ValueError("a SwiMDiff run is already going on; wait for it or cancel it")
+        sources = pair_files(t1, t2)
+        labels = check_labels(labels, label_field)
+        python = resolve_worker_python()
+        folder = Path(out) if out else adapted_model_folder(labels, t1, t2, self.project)  # type: ignore[arg-type]
+        if (folder / "config.json").exists():
+            raise ValueError(f"the output folder '{folder}' already holds a model; choose another folder, or leave "
+                             "it empty for a new one")
+        created = not folder.exists()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"the output folder '{folder}' cannot be made ({error.strerror}); choose another "
+                             "folder") from error
+        copy = unused_output(folder / LABELS_COPY)
+        try:
+            polygons = export_labels(labels, label_field, copy)
+        except ValueError:
+            remove_labels_copy(copy, folder if created else None)
+            raise
+        args = ["--t1", sources[0], "--t2", sources[1], "--labels", str(copy), "--label-field", label_field,
+                "--out", str(folder), "--steps", str(steps), "--batch-size", str(batch_size)]
+        args += (["--model", model] if model else []) + (["--assume-band-names", band_names] if band_names else [])
+        parameters = {"t1": sources[0], "t2": sources[1], "labels": labels.name(), "polygons": polygons,
+                      "model": model or "default", "steps": steps}
+        task = WorkerTask("SwiMDiff: adapt to this area", "adapt", args, python, parameters)
+        task.succeeded.connect(lambda result: self._adapted(result, str(folder)))
+        task.failed.connect(lambda _error: remove_labels_copy(copy, folder if created else None))
+        log(f"adapting on {polygons} polygon(s) of '{labels.name()}' as drawn, copied to {copy}")
         return self._start(task)
 
     def threshold(self, probability: QgsRasterLayer | None, threshold: float, out: str = "") -> WorkerTask:
@@ -312,89 +380,9 @@ class Runner(QObject):
         else:
             self.ended.emit(DONE, "done")
 
-    def _renamed(self, note: str) -> None:
-        if note:
-            log(note, Qgis.Info)
 
-    def _add_layers(self, outputs: dict[str, Any], parameters: dict[str, Any], name: str, renamed: str) -> None:
-        try:
-            self.last_layers = add_detection_layers(outputs, parameters, name, self.project)
-        except ValueError as error:
-            self._report(str(error), Qgis.Critical)
-            return
-        zoom_if_outside(self.iface.mapCanvas(), self.last_layers.mask)
-        self._done(f"Changes detected: {100 * float(outputs.get('changed_fraction', 0)):.2f} % of the pixels "
-                   f"changed (threshold {float(outputs.get('threshold', 0)):.3g})"
-                   + (f"; {renamed}" if renamed else ""))
-
-    def _add_threshold_mask(self, outputs: dict[str, Any], parameters: dict[str, Any], layer_id: str,
-                            renamed: str) -> None:
-        try:
-            self.last_layers = add_threshold_mask(outputs, parameters, layer_id, self.project)
-        except ValueError as error:
-            return self._report(str(error), Qgis.Critical)
-        self._done(f"Change mask saved at threshold {float(outputs['threshold']):.2f}: "
-                   f"{100 * float(outputs.get('changed_fraction', 0)):.2f} % of the pixels changed, in "
-                   f"{outputs['change']}" + (f"; {renamed}" if renamed else ""))
-
-    def _add_classification(self, outputs: dict[str, Any], parameters: dict[str, Any], name: str,
-                            renamed: str) -> None:
-        try:
-            self.last_layers = add_classification_layers(outputs, parameters, name, self.project)
-        except ValueError as error:
-            self._report(str(error), Qgis.Critical)
-            return
-        zoom_if_outside(self.iface.mapCanvas(), self.last_layers.landcover)
-        fractions = outputs.get("class_fractions") or {}
-        main = sorted(fractions.items(), key=lambda item: -float(item[1]))[:3]
-        self._done(f"Land cover classified into {len(outputs.get('classes', []))} classes"
-                   + (": " + ", ".join(f"{name} {100 * float(share):.1f} %" for name, share in main) if main else "")
-                   + (f"; {renamed}" if renamed else ""))
-
-    def _pretrained(self, outputs: dict[str, Any], out: str, steps: int) -> None:
-        folder = str(outputs.get("model_dir", out))
-        if not outputs.get("stopped"):
-            self._done(f"Pre-trained model in {folder}")
-            self.model_ready.emit("pretrain", folder)
-            return
-        done = int(outputs.get("steps_done", 0))
-        text = f"Pre-training stopped at step {stopped_at(outputs, {'steps': steps})}"
-        if pretrained_steps(folder) == done:  # the worker saved a usable model at the stop
-            text += f"; the model of step {done} is in {folder}"
-            self.model_ready.emit("pretrain", folder)
-        else:
-            text += f"; no model yet in {folder}"
-        self._report(text + ": continue with Resume on the Pre-train page", Qgis.Info, 15)
-
-    def _finetuned(self, outputs: dict[str, Any], out: str) -> None:
-        folder = str(outputs.get("model_dir", out))
-        self._done(f"Change model in {folder} (validation F1 {outputs.get('val_f1', float('nan')):.3f})")
-        self.model_ready.emit("finetune-change", folder)
-
-    def _done(self, message: str) -> None:
-        log(message, Qgis.Success)
-        self.iface.messageBar().pushMessage(LOG_TAG, message, Qgis.Success, 10)
-
-    def _warn(self, message: str) -> None:
-        """A worker warning (already in the log): shown in the message bar too."""
-        self.iface.messageBar().pushMessage(LOG_TAG, message, Qgis.Warning, 15)
-
-    def _failed(self, error: WorkerError) -> None:
-        if error.details and not error.user_error:
-            log(f"{error.kind}: {error.message}\n{error.details}", Qgis.Info if error.cancelled else Qgis.Critical)
-        if error.cancelled:
-            self._report(error.message, Qgis.Info, 5)
-        elif error.user_error:
-            self._report(error.message, Qgis.Warning)
-        else:
-            self._report(f"{error.message} (details in the SwiMDiff log)", Qgis.Critical)
-
-    def _report(self, message: str, level: Qgis.MessageLevel, duration: int = 0) -> None:
-        log(message, level)
-        self.iface.messageBar().pushMessage(LOG_TAG, message, level, duration)
-
-
-def stopped_at(outputs: dict[str, Any], parameters: dict[str, Any]) -> str:
-    """``N of M`` for a pre-training that stopped early (M: the worker's total, else the steps asked)."""
-    total = outputs.get("total_steps", parameters.get("steps", "?"))
-    return f"{int(outputs.get('steps_done', 0))} of {total}"
+def remove_labels_copy(copy: Path, folder: Path | None) -> None:
+    """Remove the labels copy of a failed or cancelled adapt run, and ``folder`` (the run made it) when empty."""
+    copy.unlink(missing_ok=True)
+    if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

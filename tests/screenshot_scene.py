@@ -5,7 +5,9 @@ styling: for ``"kind": "change"`` two RGB rasters and the outputs of a ``swimdif
 (``layers.add_detection_layers``, the panel's Detect tab; ``"detect-panel"`` also chooses the run's method on
 the Detect page and measures the panel, also with the long device line of ``"long_device"``); for
 ``"kind": "landcover"`` an RGB raster under the outputs of a ``swimdiff classify`` run
-(``landcover.add_classification_layers``, the panel's Land cover tab). It zooms to the result, waits for the
+(``landcover.add_classification_layers``, the panel's Land cover tab); for ``"kind": "adapt"`` the dates, an
+analyst's labelling polygons (``labelling.set_up_labelling``, in edit mode with the add-polygon tool) and the
+change map of the model adapted to them, with the Adapt page filled in. It zooms to the result, waits for the
 map and the panel's device check, then writes the ``ready`` file (a report of the message bar, the legend and
 the panel) the test waits for before it grabs the screen. Problems go to the ``error`` file.
 """
@@ -28,6 +30,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRasterMinMaxOrigin,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtWidgets import QDockWidget
@@ -97,8 +100,34 @@ def show_live_threshold(plugin: Any, package: ModuleType, project: QgsProject) -
     return probability
 
 
+def show_adapt(plugin: Any, package: ModuleType, project: QgsProject) -> QgsMapLayer:
+    """The adapted model's change map over the later date, the analyst's polygons above it in edit mode, and the
+    Adapt page as the run left it. Returns the labels layer (the map zooms to the polygons)."""
+    show_change(plugin, package, project)
+    labels = QgsVectorLayer(SCENE["labels"], SCENE["labels_name"], "ogr")
+    if not labels.isValid():
+        raise ValueError(f"'{SCENE['labels']}' cannot be opened as a vector layer")
+    package.labelling.set_up_labelling(labels)
+    package.labelling.add_labelling_layer(labels, iface, project)
+    dock = plugin.dock
+    page = dock.adapt_page
+    dock.tabs.setCurrentWidget(page)
+    for combo, key in ((page.t1_combo, "t1_name"), (page.t2_combo, "t2_name")):
+        combo.setLayer(project.mapLayersByName(SCENE[key])[0])
+    page.labels_combo.setLayer(labels)
+    page.steps_spin.setValue(SCENE["steps"])
+    page.output_widget.setFilePath(SCENE["model"])
+    importlib.import_module(f"{package.__name__}.outcomes")
+    page.result_label.setText(package.outcomes.adapt_sentence(SCENE["adapted"], Path(SCENE["model"]).name))
+    history = (Path(SCENE["model"]) / "history.csv").read_text().splitlines()
+    for line in history[1:]:  # the run's loss, as the panel plotted it while adapting
+        step, loss = line.split(",")[:2]
+        dock.plot.add(int(float(step)), {"loss": float(loss)})
+    return labels
+
+
 SCENES = {"change": show_change, "landcover": show_landcover, "detect-panel": show_detect_panel,
-          "live-threshold": show_live_threshold}
+          "live-threshold": show_live_threshold, "adapt": show_adapt}
 
 
 def panel_geometry(dock: Any) -> dict[str, Any]:
@@ -132,7 +161,11 @@ def report(dock: Any, result: QgsMapLayer) -> dict[str, Any]:
     tree = QgsProject.instance().layerTreeRoot().findLayer(result.id())
     model = iface.layerTreeView().layerTreeModel()
     tab = dock.classify_tab
-    return {"device": dock.device_label.text(),
+    page = dock.adapt_page
+    adapt = {"counts": page.counts_label.text(), "editable": getattr(result, "isEditable", bool)(),
+             "add_feature": iface.actionAddFeature().isChecked(), "top": QgsProject.instance().layerTreeRoot()
+             .children()[0].name()}
+    return {"device": dock.device_label.text(), "adapt": adapt,
             "messages": [[int(item.level()), f"{item.title()}: {item.text()}"] for item in iface.messageBar().items()],
             "legend": [node.data(Qt.DisplayRole) for node in model.layerLegendNodes(tree)],
             "tab": dock.tabs.tabText(dock.tabs.currentIndex()),
@@ -149,7 +182,7 @@ def build() -> None:
         browser.hide()  # the Layers panel gets the whole height: every legend entry readable
     plugin = plugins[SCENE["plugin"]]
     package = importlib.import_module(type(plugin).__module__.rsplit(".", 1)[0])
-    for module in ("layers", "landcover"):
+    for module in ("layers", "landcover", "labelling"):
         importlib.import_module(f"{package.__name__}.{module}")
     plugin.show_dock(True)
     dock = plugin.dock
@@ -161,12 +194,24 @@ def build() -> None:
         window.resizeDocks([layer_panel, dock], [340, 380], Qt.Horizontal)
 
     canvas = iface.mapCanvas()
-    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(result, result.extent()))
-    canvas.refresh()
-    started = time.monotonic()
+    started, zoomed = time.monotonic(), []
+
+    def zoom() -> None:
+        """Zoom to the result (with the scene's ``margin``); again once QGIS has settled, since the canvas zooms to
+        the full extent of the first layers on its own a moment after they are added."""
+        extent = canvas.mapSettings().layerExtentToOutputExtent(result, result.extent())
+        canvas.setExtent(extent.buffered(SCENE.get("margin", 0.0) * max(extent.width(), extent.height())))
+        canvas.refresh()
+
+    zoom()
 
     def wait() -> None:
         checking = dock.device_label.text().endswith("checking…")
+        if not checking and not zoomed:  # QGIS has settled: zoom again, then wait for that drawing
+            zoomed.append(True)
+            zoom()
+            QTimer.singleShot(500, wait)
+            return
         if (checking or canvas.isDrawing()) and time.monotonic() - started < TIMEOUT:
             QTimer.singleShot(500, wait)
             return

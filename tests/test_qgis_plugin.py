@@ -182,8 +182,8 @@ def test_the_processing_provider_is_registered_once_and_removed_on_unload(plugin
     assert registry.providerById("swimdiff") is plugin.provider
     assert [p.id() for p in registry.providers()].count("swimdiff") == 1
     assert sorted(a.id() for a in plugin.provider.algorithms()) == [
-        "swimdiff:buildstack", "swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange",
-        "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain",
+        "swimdiff:adapt", "swimdiff:buildstack", "swimdiff:classify", "swimdiff:detectchange",
+        "swimdiff:evaluatechange", "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain",
         "swimdiff:thresholdchange"]
     plugin.unload()
     assert plugin.provider is None and registry.providerById("swimdiff") is None

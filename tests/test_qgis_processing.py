@@ -34,8 +34,8 @@ pytestmark = pytest.mark.qgis
 
 BANDS = ("B02", "B03", "B04", "B08")
 CHANGED = (slice(10, 30), slice(20, 44))  # rows, columns of the generated new building block
-ALGORITHMS = ["swimdiff:buildstack", "swimdiff:classify", "swimdiff:detectchange", "swimdiff:evaluatechange",
-              "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain",
+ALGORITHMS = ["swimdiff:adapt", "swimdiff:buildstack", "swimdiff:classify", "swimdiff:detectchange",
+              "swimdiff:evaluatechange", "swimdiff:finetunechange", "swimdiff:finetuneclassify", "swimdiff:pretrain",
               "swimdiff:thresholdchange"]
 CVA = 2  # index of "cva" in swimdiff:detectchange's METHOD options
 
@@ -92,13 +92,13 @@ def worker_children() -> list[str]:
     return found
 
 
-def test_the_provider_lists_its_seven_algorithms_with_typed_parameters(provider) -> None:
+def test_the_provider_lists_its_algorithms_with_typed_parameters(provider) -> None:
     registry = QgsApplication.processingRegistry()
     assert sorted(a.id() for a in registry.providerById("swimdiff").algorithms()) == ALGORITHMS
     detect = registry.algorithmById("swimdiff:detectchange")
     parameters = {p.name(): p for p in detect.parameterDefinitions()}
-    assert list(parameters) == ["T1", "T2", "MODEL", "METHOD", "THRESHOLD", "TILE", "OVERLAP", "BATCH_SIZE",
-                                "DEVICE", "OUTPUT", "PROBABILITY"]
+    assert list(parameters) == ["T1", "T2", "MODEL", "METHOD", "THRESHOLD", "MASK_CLOUDS", "TILE", "OVERLAP",
+                                "BATCH_SIZE", "DEVICE", "OUTPUT", "PROBABILITY"]
     assert parameters["T1"].type() == parameters["T2"].type() == "raster"
     optional = {n for n, p in parameters.items() if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
     assert optional == {"MODEL", "THRESHOLD", "PROBABILITY"}
@@ -110,7 +110,7 @@ def test_the_provider_lists_its_seven_algorithms_with_typed_parameters(provider)
     assert (parameters["TILE"].minimum(), parameters["TILE"].maximum(), parameters["TILE"].defaultValue()) == (
         64, 8192, 256)
     assert {o.name() for o in detect.outputDefinitions()} == {"OUTPUT", "PROBABILITY", "USED_THRESHOLD",
-                                                              "CHANGED_FRACTION"}
+                                                              "CHANGED_FRACTION", "CLOUDY_FRACTION"}
     assert provider.supportedOutputRasterLayerExtensions() == ["tif"]
 
 

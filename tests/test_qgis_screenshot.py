@@ -10,6 +10,9 @@ with the real ``swimdiff`` CLI, starts QGIS on a fresh profile with the plugin e
 - ``qgis-panel-detect.png``: the same dates with a CVA change map and the Detect page as that run leaves it
   (method in words, Otsu's threshold, no model row); it also checks that the panel and its Detect button stay on
   the 1600 px screen, also with the long device line a fresh install shows before its set-up;
+- ``qgis-adapt.png``: the Nantes dates, polygons an analyst would draw over part of the city (the larger changed
+  blocks of the OSCD label in red, unchanged squares in green; in edit mode, styled by the plugin), the change map
+  of the shipped model adapted to them by ``swimdiff adapt`` (a short run: about two minutes) and the Adapt page;
 - ``qgis-landcover.png``: an 8-bit RGB rendering of the Boadella Sentinel-2 scene and ``swimdiff classify``'s
   land-cover map from a classifier trained on the 100 EuroSAT patches (about a minute; it reuses
   ``runs/demo-landcover/model`` when ``make demo-landcover`` has written one).
@@ -33,6 +36,7 @@ import pytest
 from conftest import REPO, SHARED_DATA
 
 NANTES = SHARED_DATA / "oscd" / "images" / "nantes"
+NANTES_LABEL = SHARED_DATA / "oscd" / "labels" / "nantes" / "cm" / "nantes-cm.tif"
 BOADELLA = SHARED_DATA / "multitemporal" / "boadella_s2l2a_12dates" / "Boadella_2021-06-26.tif"
 EUROSAT = SHARED_DATA / "classification" / "eurosat_small" / "rgb_100"
 DEMO_CLASSIFIER = REPO / "runs" / "demo-landcover" / "model"
@@ -239,6 +243,83 @@ def test_qgis_shows_the_live_threshold_at_two_values(tmp_path: Path, display: st
     painter.end()
     both.save(str(tmp_path / "screen.png"))
     save_screenshot(tmp_path, "qgis-live-threshold.png")
+
+
+def drawn_labels(label: Path, grid: str, out: Path, window: tuple[int, int, int] = (30, 225, 160)) -> Path:
+    """Polygons an analyst would draw in a ``(row, col, size)`` window of a city: its changed blocks of at least 8
+    pixels (from the OSCD label) as change 1, and 12 x 12 pixel squares where nothing changed as no change 0."""
+    from osgeo import gdal, ogr, osr
+
+    row, col, size = window
+    changed = gdal.Open(str(label)).ReadAsArray() == 2  # OSCD: 1 no change, 2 change
+    reference = gdal.Open(grid)
+    x0, dx, _, y0, _, dy = reference.GetGeoTransform()
+    inside = np.zeros_like(changed)
+    inside[row:row + size, col:col + size] = True
+    blocks = gdal.GetDriverByName("MEM").Create("", changed.shape[1], changed.shape[0], 2, gdal.GDT_Byte)
+    blocks.SetGeoTransform(reference.GetGeoTransform())
+    blocks.GetRasterBand(1).WriteArray((changed & inside).astype(np.uint8))
+    blocks.GetRasterBand(2).WriteArray((changed & inside).astype(np.uint8))
+    srs = osr.SpatialReference(reference.GetProjection())
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(out))
+    layer = source.CreateLayer("labels", srs, ogr.wkbMultiPolygon)
+    layer.CreateField(ogr.FieldDefn("change", ogr.OFTInteger))
+    scratch = ogr.GetDriverByName("Memory").CreateDataSource("")
+    components = scratch.CreateLayer("c", srs, ogr.wkbPolygon)
+    components.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    gdal.Polygonize(blocks.GetRasterBand(1), blocks.GetRasterBand(2), components, 0)
+    pixel = abs(dx * dy)
+    shapes = [(1, f.GetGeometryRef().Clone()) for f in components if f.GetGeometryRef().GetArea() >= 8 * pixel]
+    rng = np.random.default_rng(0)
+    free = [(r, c) for r in range(row, row + size - 12, 6) for c in range(col, col + size - 12, 6)
+            if not changed[max(r - 4, 0):r + 16, max(c - 4, 0):c + 16].any()]
+    for r, c in [free[i] for i in rng.choice(len(free), 10, replace=False)]:
+        left, top = x0 + c * dx, y0 + r * dy
+        ring = f"{left} {top}, {left + 12 * dx} {top}, {left + 12 * dx} {top + 12 * dy}, {left} {top + 12 * dy}"
+        shapes.append((0, ogr.CreateGeometryFromWkt(f"POLYGON (({ring}, {left} {top}))")))
+    for value, geometry in shapes:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("change", value)
+        feature.SetGeometry(ogr.ForceToMultiPolygon(geometry))
+        layer.CreateFeature(feature)
+    del layer, source, components, scratch
+    return out
+
+
+@pytest.mark.skipif(not (NANTES.is_dir() and NANTES_LABEL.is_file()),
+                    reason="../shared/data/oscd (Nantes and its label) is not here")
+def test_qgis_shows_labelling_polygons_and_the_adapted_change_map(tmp_path: Path, display: str) -> None:
+    from swimdiff_qgis.outcomes import adapt_sentence
+
+    t1 = rgb_vrt(NANTES / "imgs_1", tmp_path / "nantes_t1_rgb.vrt")
+    t2 = rgb_vrt(NANTES / "imgs_2", tmp_path / "nantes_t2_rgb.vrt")
+    labels = drawn_labels(NANTES_LABEL, band_file(NANTES / "imgs_1", "B02"), tmp_path / "nantes-labels.gpkg")
+    model = tmp_path / "adapted_2015-08-21_2017-10-14"
+    steps = 60
+    adapted = swimdiff("adapt", "--t1", str(NANTES / "imgs_1"), "--t2", str(NANTES / "imgs_2"), "--labels",
+                       str(labels), "--out", str(model), "--steps", str(steps), "--eval-every", "20")
+    outputs = swimdiff("detect", "--t1", str(NANTES / "imgs_1"), "--t2", str(NANTES / "imgs_2"), "--model",
+                       str(model), "--out", str(tmp_path / "change.tif"), "--probability", str(tmp_path / "prob.tif"))
+    scene = {
+        "kind": "adapt", "t1": str(t1), "t2": str(t2), "outputs": outputs, "labels": str(labels), "margin": 0.1,
+        "labels_name": "SwiMDiff labels 2015-08-21 → 2017-10-14", "model": str(model), "steps": steps,
+        "t1_name": "Nantes 2015-08-21 (t1, RGB)", "t2_name": "Nantes 2017-10-14 (t2, RGB)",
+        "group": f"SwiMDiff change 2015-08-21 → 2017-10-14, model {model.name}, {time.strftime('%H:%M:%S')}",
+        "parameters": {"t1": str(NANTES / "imgs_1"), "t2": str(NANTES / "imgs_2"), "method": "model",
+                       "model": str(model)},
+        "message": adapt_sentence(adapted, str(model)), "adapted": adapted,
+    }
+    report, image = show_in_qgis(tmp_path, display, scene)
+    assert report["tab"] == "Adapt to this area"
+    assert report["legend"] == ["change", "no change"]  # the labels' two classes
+    assert report["adapt"]["top"] == scene["labels_name"]  # above the rasters and the change map
+    assert report["adapt"]["editable"] and report["adapt"]["add_feature"]  # ready to draw more
+    assert "Enough to adapt" in report["adapt"]["counts"], report["adapt"]
+    red = (image[..., 0] > 180) & (image[..., 1] < 60) & (image[..., 2] < 60)
+    green = (image[..., 0] < 60) & (image[..., 1] > 120) & (image[..., 2] < 110)
+    assert red.sum() > 100 and green.sum() > 100, (red.sum(), green.sum())
+    save_screenshot(tmp_path, "qgis-adapt.png")
 
 
 def render_rgb(scene: Path, out: Path) -> Path:

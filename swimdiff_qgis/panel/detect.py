@@ -46,6 +46,17 @@ def model_summary(folder: str | Path) -> tuple[str, float | None]:
         float(threshold) if isinstance(threshold, float | int) else None)
 
 
+def pick_other_date(t1_combo: QgsMapLayerComboBox, t2_combo: QgsMapLayerComboBox) -> None:
+    """When both dates show the same layer, give the later date another raster (not a SwiMDiff result)."""
+    t1, t2 = t1_combo.currentLayer(), t2_combo.currentLayer()
+    if t1 is None or (t2 is not None and t2.id() != t1.id()):
+        return
+    others = [layer for layer in (t2_combo.layer(i) for i in range(t2_combo.count()))
+              if layer is not None and layer.id() != t1.id() and not is_result_layer(layer)]
+    if others:
+        t2_combo.setLayer(others[0])
+
+
 class DetectPage(QWidget):
     """Detect changes between two raster layers.
 
@@ -58,6 +69,7 @@ class DetectPage(QWidget):
         band_names: Names for unnamed bands (``--assume-band-names``).
         output_widget: The change mask GeoTIFF (empty: a temporary file).
         probability_check: Also write the probability (or CVA magnitude).
+        clouds_check: Mask clouds (``--mask-clouds``): cloudy pixels of either date are left out.
         detect_button: Starts the run.
         threshold_widget: The live threshold of a change probability layer and "Save the mask at this threshold".
         run_buttons: The page's run buttons.
@@ -84,6 +96,9 @@ class DetectPage(QWidget):
         self.probability_check.setChecked(True)
         self.probability_check.setToolTip("Also write and show the change probability (CVA: the change magnitude) "
                                           "beside the mask, as <mask>_probability.tif")
+        self.clouds_check = QCheckBox("Mask clouds (Sentinel-2 L1C)")
+        self.clouds_check.setToolTip("Leave the pixels that are cloudy on either date (found from the Sentinel-2 "
+                                     "L1C bands) out of the change map; the message says how much was cloudy")
         self.detect_button = QPushButton("Detect changes")
         self.detect_button.clicked.connect(self.run_detect)
         self.threshold_widget = ThresholdWidget(runner, start)
@@ -92,6 +107,7 @@ class DetectPage(QWidget):
                               ("Method", self.method_combo), ("Model", self.model_widget), ("", self.model_label),
                               ("Threshold", self.threshold_spin), ("Band names", self.band_names),
                               ("Change mask", self.output_widget), ("", self.probability_check),
+                              ("", self.clouds_check),
                               ("", self.detect_button), ("Live threshold", self.threshold_widget)):
             form.addRow(label, widget)
         self.model_widget.fileChanged.connect(self._update)
@@ -115,13 +131,7 @@ class DetectPage(QWidget):
 
     def pick_dates(self, *_: object) -> None:
         """When both dates show the same layer, give the later date another raster (not a SwiMDiff result)."""
-        t1, t2 = self.t1_combo.currentLayer(), self.t2_combo.currentLayer()
-        if t1 is None or (t2 is not None and t2.id() != t1.id()):
-            return
-        others = [layer for layer in (self.t2_combo.layer(i) for i in range(self.t2_combo.count()))
-                  if layer is not None and layer.id() != t1.id() and not is_result_layer(layer)]
-        if others:
-            self.t2_combo.setLayer(others[0])
+        pick_other_date(self.t1_combo, self.t2_combo)
 
     def method(self) -> str:
         """The chosen method's id."""
@@ -153,4 +163,5 @@ class DetectPage(QWidget):
         self.start(lambda: self.runner.detect(
             self.t1_combo.currentLayer(), self.t2_combo.currentLayer(), self.output_widget.filePath().strip(),
             self.model_widget.filePath().strip(), self.method(), threshold if threshold > 0 else None,
-            self.probability_check.isChecked(), self.band_names.value()))
+            self.probability_check.isChecked(), self.band_names.value(),
+            mask_clouds=self.clouds_check.isChecked()))

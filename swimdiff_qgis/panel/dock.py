@@ -1,10 +1,10 @@
-"""The SwiMDiff dock: one page per task (Detect changes, Pre-train, Fine-tune, Classify land cover, Train a
-land-cover classifier) chosen from a drop-down list, then the device, the status, progress, cancel and a live
-loss plot.
+"""The SwiMDiff dock: one page per task (Detect changes, Pre-train, Fine-tune, Adapt to this area, Classify land
+cover, Train a land-cover classifier) chosen from a drop-down list, then the device, the status, progress, cancel
+and a live loss plot.
 
 Widgets only: every run goes through :class:`~swimdiff_qgis.runs.Runner`; the pages are the other modules
-of this package (``detect.py``, ``training.py``, ``landcover.py``). Nothing here asks for width: long device
-lines, paths and layer names wrap or elide, so the dock stays as narrow as the user makes it.
+of this package (``detect.py``, ``adapt.py``, ``training.py``, ``landcover.py``). Nothing here asks for width:
+long device lines, paths and layer names wrap or elide, so the dock stays as narrow as the user makes it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from qgis.core import QgsApplication, QgsTask
+from qgis.core import QgsApplication, QgsProject, QgsTask
 from qgis.gui import QgisInterface, QgsDockWidget
 from qgis.PyQt.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
@@ -20,6 +20,7 @@ from ..runs import DONE, Runner
 from ..settings import resolve_worker_python
 from ..tasks import WorkerTask
 from ..worker import WorkerError, probe_device
+from .adapt import AdaptPage
 from .detect import DEFAULT_MODEL, DetectPage, model_summary
 from .landcover import ClassifyTab, TrainClassifierTab
 from .plot import LossPlot
@@ -37,7 +38,8 @@ class SwimDiffDock(QgsDockWidget):
     """The plugin's panel.
 
     Attributes:
-        tabs: The task pages: detect_page, pretrain_page, finetune_page, classify_tab, train_classifier_tab.
+        tabs: The task pages: detect_page, pretrain_page, finetune_page, adapt_page, classify_tab,
+            train_classifier_tab.
         device_label: The device the worker uses (wrapped; the full text is also its tooltip).
         status: What the run is doing, or how it ended (done, failed: ..., cancelled..., stopped at step N of M).
         progress: The run's progress; cancel_button: stops it.
@@ -52,16 +54,20 @@ class SwimDiffDock(QgsDockWidget):
         self._device_task: QgsTask | None = None
         self._cancelling = False
         self._task: WorkerTask | None = None
+        self._detect_next: tuple[str, str] | None = None  # the dates an adapted model runs on once adapting ends
         body = QWidget()
         layout = QVBoxLayout(body)
         self.tabs = TaskPages()
         self.detect_page = DetectPage(runner, self._start)
         self.pretrain_page = PretrainPage(runner, self._start)
         self.finetune_page = FinetunePage(runner, self._start)
+        self.adapt_page = AdaptPage(runner, self._start, self.detect_page.model_widget.filePath)
+        self.detect_page.model_widget.fileChanged.connect(self.adapt_page.show_model)
         self.classify_tab = ClassifyTab(runner, self._start)
         self.train_classifier_tab = TrainClassifierTab(runner, self._start, self.classify_tab.set_model)
         pages = ((self.detect_page, "Detect changes"), (self.pretrain_page, "Pre-train an encoder"),
-                 (self.finetune_page, "Fine-tune a change model"), (self.classify_tab, "Classify land cover"),
+                 (self.finetune_page, "Fine-tune a change model"), (self.adapt_page, "Adapt to this area"),
+                 (self.classify_tab, "Classify land cover"),
                  (self.train_classifier_tab, "Train a land-cover classifier"))
         self.run_buttons: list[QPushButton] = []
         for page, label in pages:
@@ -132,6 +138,7 @@ class SwimDiffDock(QgsDockWidget):
             self._device_task = None
         self.detect_page.shutdown()
         self.pretrain_page.shutdown()
+        self.adapt_page.shutdown()
 
     def _device_checked(self, exception: Exception | None, device: str | None = None) -> None:
         if self._device_task is None:  # the dock is gone or going
@@ -186,10 +193,30 @@ class SwimDiffDock(QgsDockWidget):
         self.status.setText(text)
         task, self._task = self._task, None
         self.progress.setValue(100 if state == DONE else int(100 * task.fraction) if task is not None else 0)
+        dates, self._detect_next = self._detect_next, None
+        if state == DONE and dates is not None:
+            self.detect_adapted(*dates)
 
     def _hand_on(self, command: str, folder: str) -> None:
-        """A new model goes to the page that uses it: pre-trained encoder -> Fine-tune, change model -> Detect."""
+        """A new model goes to the page that uses it: pre-trained encoder -> Fine-tune, change model -> Detect;
+        an adapted model also runs on the dates it was adapted on, once its run has ended."""
         if command == "pretrain":
             self.finetune_page.set_encoder(folder)
-        elif command == "finetune-change":
+        elif command in ("finetune-change", "adapt"):
             self.detect_page.set_model(folder)
+        if command == "adapt":
+            self._detect_next = self.adapt_page.ran_on
+
+    def detect_adapted(self, t1_id: str, t2_id: str) -> None:
+        """Show the Detect page with the adapted model on the two dates and detect changes (the threshold back to
+        auto: the adapted model's validated one)."""
+        project = QgsProject.instance()
+        t1, t2 = project.mapLayer(t1_id), project.mapLayer(t2_id)
+        if t1 is None or t2 is None:  # removed while adapting: the model waits on the Detect page
+            return
+        page = self.detect_page
+        self.tabs.setCurrentWidget(page)
+        page.t1_combo.setLayer(t1)
+        page.t2_combo.setLayer(t2)
+        page.threshold_spin.setValue(0.0)
+        page.run_detect()

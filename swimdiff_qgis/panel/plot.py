@@ -57,8 +57,10 @@ class LossPlot(QWidget):
         return [str(int(x0)), str(int(x1))], [number(y0), number((y0 + y1) / 2), number(y1)]
 
     def area(self) -> QRect:
-        """The plot area inside the axes, in widget pixels."""
+        """The plot area inside the axes, in widget pixels (the left margin widens for long loss ticks)."""
         left, top, right, bottom = MARGINS
+        widest = max((self.fontMetrics().horizontalAdvance(text) for text in self.ticks()[1]), default=0)
+        left = max(left, widest + 8)
         return QRect(left, top, max(self.width() - left - right, 1), max(self.height() - top - bottom, 1))
 
     def paintEvent(self, event: object) -> None:  # noqa: N802 (Qt name)

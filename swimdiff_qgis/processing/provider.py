@@ -6,6 +6,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..environment import PLUGIN_DIR
+from .adapt_change import AdaptChangeAlgorithm
 from .build_stack import BuildStackAlgorithm
 from .classify import ClassifyAlgorithm
 from .detect_change import DetectChangeAlgorithm
@@ -19,8 +20,8 @@ ICON_PATH = PLUGIN_DIR / "resources" / "icon.png"
 
 
 class SwimDiffProvider(QgsProcessingProvider):
-    """Pre-training, fine-tuning, evaluation, change detection and land-cover classification, each run by the
-    ``swimdiff`` worker."""
+    """Pre-training, fine-tuning, adapting, evaluation, change detection and land-cover classification, each run
+    by the ``swimdiff`` worker."""
 
     def id(self) -> str:
         return "swimdiff"
@@ -37,7 +38,7 @@ class SwimDiffProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (name fixed by QGIS)
         for algorithm in (DetectChangeAlgorithm(), PretrainAlgorithm(), FinetuneChangeAlgorithm(),
                           EvaluateChangeAlgorithm(), ClassifyAlgorithm(), FinetuneClassifyAlgorithm(),
-                          BuildStackAlgorithm(), ThresholdChangeAlgorithm()):
+                          BuildStackAlgorithm(), ThresholdChangeAlgorithm(), AdaptChangeAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (name fixed by QGIS)
