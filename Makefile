@@ -7,7 +7,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin xvfb xauth python3-ven
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv demo demo-pretrain demo-landcover default-model test lint bench-pretrain bench-detect bench-ablation bench-classify bench-adapt clean zip deploy
+.PHONY: setup apt venv demo demo-pretrain demo-landcover demo-adapt bench-cv default-model test lint bench-pretrain bench-detect bench-ablation bench-classify bench-adapt clean zip deploy
 
 ## setup: everything the project needs, idempotent (apt packages when missing, .venv, pinned runtime + dev deps)
 setup: apt $(STAMP)
@@ -38,6 +38,10 @@ demo-pretrain: setup
 ## demo-landcover: train a land-cover classifier on 100 real EuroSAT patches, map a real Sentinel-2 scene (~3 min CPU)
 demo-landcover: setup
 	$(PY) scripts/demo_landcover.py --data $(DATA)
+
+## demo-adapt: adapt the shipped change model to polygons over half of a real unseen city (mumbai), map and score the rest (~2 min CPU)
+demo-adapt: setup
+	$(PY) scripts/demo_adapt.py --data $(DATA)
 
 ## default-model: re-create resources/models/oscd-change (pre-train 1500 steps, fine-tune, score; ~45 min CPU)
 default-model: setup
@@ -71,6 +75,10 @@ bench-classify: setup
 ## bench-adapt: adapt the shipped change model to polygons of each city's top half, score its bottom half (~15 min CPU)
 bench-adapt: setup
 	$(PY) bench/bench_adapt.py --data $(DATA)
+
+## bench-cv: leave-two-cities-out cross-validation of the change recipe over the 10 labelled cities (ENCODER=DIR, SEEDS=0,1; ~12 min CPU per fold and seed, resumable)
+bench-cv: setup
+	$(PY) bench/bench_cv.py --data $(DATA) --encoder $${ENCODER:-runs/pretrain-1500} --seeds $${SEEDS:-0,1} $${CV_ARGS:-}
 
 ## zip: dist/swimdiff.zip for QGIS's "Install from ZIP" (plugin, core, resources; no tests or dev files;
 ## its README.md is resources/README-plugin.md, written for the installed plugin)

@@ -146,7 +146,7 @@ def _read_pair(pair: LabelledPair, config: dict[str, Any], label_field: str, pat
     valid[rows, cols] = v1 & v2
     split = split_labels(polygons, grid, valid, VAL_FRACTION, seed)
     x1, x2 = stats.apply(x1, valid[rows, cols]), stats.apply(x2, valid[rows, cols])
-    name = Path(pair.labels).name
+    name = Path(pair.labels.split("|")[0]).name  # "file.gpkg|layername=x" names a layer of the file
     train = CityStack(name, x1, x2, split.train[rows, cols])
     val_label = split.val[rows, cols]
     box = _box(val_label != UNLABELLED, CONTEXT, 64) if (val_label != UNLABELLED).any() else (slice(0, 0),) * 2

@@ -1,0 +1,185 @@
+"""Levers of adapting, side by side on the same cities (an experiment for issue 13; results in docs/benchmarks.md).
+
+For each labelled city: polygons from its top half (as ``make bench-adapt``), one start model, several training
+recipes; every recipe's final weights and val-selected weights are scored on the bottom half at several
+threshold policies (chosen on the held-out polygons, on all labelled pixels, the model's own, the oracle).
+
+    .venv/bin/python bench/adapt_levers.py --data ../shared/data --variants base,frozen-bn [--cities a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_adapt import top_half_polygons  # noqa: E402
+from core.change.adapt import ADAPT_TRAIN, LabelledPair, LabelledPatchDataset, _read_pair, starting_model  # noqa: E402
+from core.change.losses import change_loss  # noqa: E402
+from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
+from core.change.oscd import oscd_cities  # noqa: E402
+from core.change.patches import CityStack, load_city  # noqa: E402
+from core.change.predict import predict_probability  # noqa: E402
+from core.change.training import THRESHOLDS, WeightAverage, best_threshold  # noqa: E402
+from core.io.normalization import BandStats  # noqa: E402
+from core.models.siamese import SiameseUNet  # noqa: E402
+from core.pretrain.training import learning_rate  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Recipe:
+    steps: int = 120
+    lr: float = 2e-4
+    frozen_bn: bool = False
+    ema: float = 0.9
+    batch: int = 8
+    decoder_only: bool = False
+
+
+RECIPES = {
+    "base": Recipe(),
+    "frozen-bn": Recipe(frozen_bn=True),
+    "frozen-bn-long": Recipe(frozen_bn=True, steps=300, lr=4e-4),
+    "long": Recipe(steps=300, lr=4e-4),
+    "decoder": Recipe(frozen_bn=True, decoder_only=True, steps=300, lr=1e-3),
+}
+
+
+def bn_eval(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def train(model: torch.nn.Module, stacks: list[CityStack], recipe: Recipe, val: list[CityStack],
+          seed: int) -> tuple[torch.nn.Module, torch.nn.Module, float]:
+    """(final EMA model, val-selected model, its threshold)."""
+    torch.manual_seed(seed)
+    side = min(96, *(min(t.shape) for t in stacks)) // 16 * 16
+    loader = DataLoader(LabelledPatchDataset(stacks, side, recipe.steps * recipe.batch, seed=seed),
+                        batch_size=recipe.batch, num_workers=0)
+    params = [p for n, p in model.named_parameters() if not (recipe.decoder_only and n.startswith("encoder."))]
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4)
+    average = WeightAverage(model, recipe.ema)
+    cfg = replace(ADAPT_TRAIN, steps=recipe.steps, lr=recipe.lr)
+    t0, c0 = validate(model, val)
+    best = (c0.f1, 0, t0, {k: v.clone() for k, v in model.state_dict().items()})
+    for step, batch in enumerate(loader, 1):
+        model.train()
+        if recipe.frozen_bn:
+            bn_eval(model)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step - 1, recipe.steps, cfg)
+        loss = change_loss(model(batch["x1"], batch["x2"]), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        average.update(model)
+        if step % 20 == 0 or step == recipe.steps:
+            t, counts = validate(average.model, val)
+            if counts.f1 > best[0]:
+                best = (counts.f1, step, t, {k: v.clone() for k, v in average.model.state_dict().items()})
+    selected = copy.deepcopy(average.model)
+    selected.load_state_dict(best[3])
+    return average.model.eval(), selected.eval(), best[2]
+
+
+def validate(model: torch.nn.Module, val: list[CityStack]) -> tuple[float, ChangeCounts]:
+    model.eval()
+    probs = [predict_probability(model, v.x1, v.x2) for v in val]
+    return best_threshold(probs, [v.label for v in val])
+
+
+def labelled_probs(model: torch.nn.Module, stacks: list[CityStack]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    return [predict_probability(model, s.x1, s.x2) for s in stacks], [s.label for s in stacks]
+
+
+def score_model(tag: str, m: torch.nn.Module, t_val: float, full: CityStack, half: int, trainset: CityStack,
+                val: CityStack, own: float, row: dict, bottom: np.ndarray, add) -> None:
+    """Bottom-half counts of ``m`` at the val-chosen, all-labelled-chosen, own and oracle thresholds."""
+    m.eval()
+    p = predict_probability(m, full.x1, full.x2)[half:]
+    t_all, _ = best_threshold(*labelled_probs(m, [trainset, val]))
+    valid = full.label[half:] != 255
+    truth = bottom * valid
+    for name, t in (("val", t_val), ("all", t_all), ("own", own)):
+        row[f"{tag}/{name}"] = add(f"{tag}/{name}", count_changes((p > t) & valid, truth))
+    best = max(THRESHOLDS, key=lambda t: count_changes((p > t) & valid, truth).f1)
+    row[f"{tag}/oracle"] = add(f"{tag}/oracle", count_changes((p > best) & valid, truth))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--cities", default="")
+    parser.add_argument("--variants", default="base,frozen-bn")
+    parser.add_argument("--start", default="shipped", help="shipped, or an encoder folder, or random")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(2)
+    cities = oscd_cities(Path(args.data) / "oscd", [c for c in args.cities.split(",") if c] or None)
+    pooled: dict[str, ChangeCounts] = {}
+    rows = []
+
+    def add(key: str, counts: ChangeCounts) -> float:
+        pooled[key] = pooled.get(key, ChangeCounts()) + counts
+        return counts.f1
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for city in cities:
+            started = time.perf_counter()
+            gpkg = Path(scratch) / f"{city.name}.gpkg"
+            truth, half = top_half_polygons(city.label, next(city.t1.glob("*_B02.tif")), gpkg)
+            encoder = None if args.start in ("shipped", "random") else args.start
+            model, config, _ = starting_model(None, encoder, torch.device("cpu"))
+            if args.start == "random":  # the shipped model's bands and normalisation, fresh weights
+                torch.manual_seed(args.seed)
+                model = SiameseUNet(config["architecture"]["arch"], config["architecture"]["in_chans"])
+            trainset, val, _ = _read_pair(LabelledPair(str(city.t1), str(city.t2), str(gpkg)), config, "change", 96,
+                                          args.seed, (), "auto")
+            full = load_city(city, config["bands"], BandStats.from_dict(config["normalization"]))
+            bottom = truth[half:]
+            own = float(config.get("threshold", 0.5))
+            row = {"city": city.name}
+
+            def score(tag: str, m: torch.nn.Module, t_val: float, ctx: tuple = (full, half, trainset, val, own, row,
+                                                                                bottom)) -> None:
+                score_model(tag, m, t_val, *ctx, add)
+
+            if args.start == "shipped":
+                t0, _ = validate(model, [val])
+                score("start", model, t0)
+            state = {k: v.clone() for k, v in model.state_dict().items()}
+            for name in args.variants.split(","):
+                model.load_state_dict(state)
+                final, selected, t_sel = train(model, [trainset], RECIPES[name], [val], args.seed)
+                t_final, _ = validate(final, [val])
+                score(f"{name}:final", final, t_final)
+                score(f"{name}:sel", selected, t_sel)
+            row["seconds"] = round(time.perf_counter() - started)
+            rows.append(row)
+            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+    print("\npooled bottom-half F1:")
+    for key, counts in sorted(pooled.items()):
+        print(f"  {key:32s} {counts.f1:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "pooled": {k: c.f1 for k, c in pooled.items()}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

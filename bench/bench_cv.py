@@ -1,0 +1,185 @@
+"""make bench-cv: leave-two-cities-out cross-validation of the change-model recipe over the 10 labelled cities.
+
+Five folds, two cities held out in each, so every labelled city is scored by a model that never saw it. In
+each fold the recipe fine-tunes from one pre-trained encoder on the other eight cities, its step and threshold
+chosen on the bottom quarter of their rows (``--val-fraction 0.25``, never in a training patch); the two
+held-out cities are then predicted whole. Out-of-fold (OOF) counts are pooled over all 10 cities, per seed;
+the table gives the mean and spread over seeds, per-city F1 and CPU minutes. Rows per recipe:
+
+- *own threshold*: each fold model at the threshold it validated (what a shipped model would do);
+- *OOF threshold*: one threshold for fold k chosen on the out-of-fold predictions of the other folds' cities
+  (their labels, never fold k's): does a threshold chosen on unseen cities transfer better?
+- *soup*: per fold, the seeds' weights averaged (one model, same size and speed), at the OOF threshold.
+
+Stages whose outputs exist are reused (``--out``), so a run can continue across sessions. Recipes differ by
+extra ``finetune-change`` flags (``--recipe NAME=FLAGS``).
+
+    .venv/bin/python bench/bench_cv.py --data ../shared/data --encoder runs/pretrain-1500 [--seeds 0,1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
+from core.change.oscd import oscd_cities  # noqa: E402
+from core.change.patches import load_city  # noqa: E402
+from core.change.predict import predict_probability  # noqa: E402
+from core.change.training import THRESHOLDS, load_change_model  # noqa: E402
+from core.io.normalization import BandStats  # noqa: E402
+
+FOLDS = (("mumbai", "nantes"), ("aguasclaras", "beihai"), ("beirut", "bercy"), ("bordeaux", "paris"),
+         ("pisa", "saclay_e"))
+CITIES = tuple(c for fold in FOLDS for c in fold)
+
+
+def swimdiff(args: list[str], log: Path) -> None:
+    """Run one ``swimdiff`` command, its output in ``log``; stop the bench if it fails."""
+    print("$ swimdiff " + " ".join(args), flush=True)
+    with log.open("w") as handle:
+        code = subprocess.call([sys.executable, "-m", "core.cli", *args], cwd=REPO, stdout=handle,
+                               stderr=subprocess.STDOUT)
+    if code != 0:
+        sys.exit(f"failed (exit {code}); see {log}")
+
+
+def fold_model(recipe: str, flags: list[str], fold: int, seed: int, args: argparse.Namespace) -> Path:
+    """Fine-tune fold ``fold``'s model (its two cities left out) unless it exists."""
+    model = Path(args.out) / recipe / f"fold{fold}-s{seed}"
+    if not (model / "config.json").exists():
+        model.parent.mkdir(parents=True, exist_ok=True)
+        train = ",".join(c for c in CITIES if c not in FOLDS[fold])
+        swimdiff(["finetune-change", "--data", str(Path(args.data) / "oscd"), "--out", str(model), "--encoder",
+                  args.encoder, "--cities", train, "--val-fraction", "0.25", "--steps", str(args.steps),
+                  "--eval-every", "50", "--seed", str(seed), *flags], model.parent / f"fold{fold}-s{seed}.log")
+    return model
+
+
+def held_out_probabilities(model: torch.nn.Module, config: dict, fold: int, args: argparse.Namespace,
+                           cache: Path) -> dict[str, np.ndarray]:
+    """Probability maps of the fold's two held-out cities (cached as .npy beside the model)."""
+    out = {}
+    for name in FOLDS[fold]:
+        path = cache / f"prob-{name}.npy"
+        if not path.exists():
+            city = oscd_cities(Path(args.data) / "oscd", [name])[0]
+            stack = load_city(city, config["bands"], BandStats.from_dict(config["normalization"]))
+            np.save(path, predict_probability(model.eval(), stack.x1, stack.x2).astype(np.float16))
+        out[name] = np.load(path).astype(np.float32)
+    return out
+
+
+def labels(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    from core.change.oscd import read_change_mask
+    from core.change.patches import read_city_pair
+
+    out = {}
+    for city in oscd_cities(Path(args.data) / "oscd", list(CITIES)):
+        _, _, valid = read_city_pair(city, ["B02"])
+        label = read_change_mask(city, *valid.shape)
+        label[~valid] = 255
+        out[city.name] = label
+    return out
+
+
+def counts_at(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray], threshold: dict[str, float]
+              ) -> dict[str, ChangeCounts]:
+    return {c: count_changes(p > threshold[c], truth[c]) for c, p in prob.items()}
+
+
+def oof_thresholds(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> dict[str, float]:
+    """For each city, the threshold with the best pooled F1 over the cities of the *other* folds."""
+    chosen = {}
+    for fold in FOLDS:
+        others = [c for c in prob if c not in fold]
+        best = max(THRESHOLDS, key=lambda t: sum((count_changes(prob[c] > t, truth[c]) for c in others),
+                                                 ChangeCounts()).f1)
+        chosen.update({c: float(best) for c in fold})
+    return chosen
+
+
+def soup(models: list[Path], device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The seeds' fold models averaged in weight space (buffers averaged too, integer ones taken from the first)."""
+    loaded = [load_change_model(m, device) for m in models]
+    network, config = loaded[0]
+    states = [m.state_dict() for m, _ in loaded]
+    averaged = {k: (torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v)
+                for k, v in states[0].items()}
+    network.load_state_dict(averaged)
+    return network, config
+
+
+def pooled(per_city: dict[str, ChangeCounts]) -> ChangeCounts:
+    return sum(per_city.values(), ChangeCounts())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--encoder", required=True, help="pre-trained encoder folder every fold starts from")
+    parser.add_argument("--out", default=str(REPO / "runs" / "cv"))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--recipe", action="append", default=[],
+                        help="NAME=finetune-change flags (default: 'default=' the shipped recipe)")
+    args = parser.parse_args()
+    recipes = dict(r.split("=", 1) for r in args.recipe) or {"default": ""}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    device = torch.device("cpu")
+    truth = labels(args)
+    rows, per_city_rows = [], []
+    for recipe, flags in recipes.items():
+        started = time.process_time()
+        prob: dict[int, dict[str, np.ndarray]] = {}
+        own: dict[int, dict[str, float]] = {}
+        minutes = 0.0
+        for seed in seeds:
+            prob[seed], own[seed] = {}, {}
+            for fold in range(len(FOLDS)):
+                path = fold_model(recipe, shlex.split(flags), fold, seed, args)
+                model, config = load_change_model(path, device)
+                minutes += config["provenance"]["seconds"] / 60
+                prob[seed].update(held_out_probabilities(model, config, fold, args, path))
+                own[seed].update({c: float(config["threshold"]) for c in FOLDS[fold]})
+        results = {"own threshold": [counts_at(prob[s], truth, own[s]) for s in seeds],
+                   "OOF threshold": [counts_at(prob[s], truth, oof_thresholds(prob[s], truth)) for s in seeds]}
+        if len(seeds) > 1:
+            souped: dict[str, np.ndarray] = {}
+            for fold in range(len(FOLDS)):
+                folder = Path(args.out) / recipe / f"fold{fold}-soup"
+                folder.mkdir(exist_ok=True)
+                model, config = soup([Path(args.out) / recipe / f"fold{fold}-s{s}" for s in seeds], device)
+                souped.update(held_out_probabilities(model, config, fold, args, folder))
+            results["soup, OOF threshold"] = [counts_at(souped, truth, oof_thresholds(souped, truth))]
+        for name, runs in results.items():
+            f1s = [pooled(r).f1 for r in runs]
+            spread = f" ± {statistics.stdev(f1s):.3f}" if len(f1s) > 1 else ""
+            rows.append(f"| {recipe} | {name} | **{statistics.mean(f1s):.3f}**{spread} | "
+                        + " ".join(f"{f:.3f}" for f in f1s) + f" | {minutes:.0f} |")
+            per_city_rows.append(f"| {recipe}, {name} | " + " | ".join(
+                f"{statistics.mean(r[c].f1 for r in runs):.2f}" for c in CITIES) + " |")
+        print(f"{recipe}: {time.process_time() - started:.0f} s CPU scoring", flush=True)
+    text = ("| recipe | threshold | OOF pooled F1 (mean ± sd over seeds) | per seed | fine-tuning CPU min |\n"
+            "|---|---|---:|---|---:|\n" + "\n".join(rows) + "\n\n| recipe, threshold | " + " | ".join(CITIES)
+            + " |\n|---|" + "---:|" * len(CITIES) + "\n" + "\n".join(per_city_rows) + "\n")
+    print(text)
+    (Path(args.out) / "cv.md").write_text(text)
+    (Path(args.out) / "cv.json").write_text(json.dumps({"rows": rows, "per_city": per_city_rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

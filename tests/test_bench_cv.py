@@ -1,0 +1,44 @@
+"""Pieces of the cross-validation bench (bench/bench_cv.py): folds, out-of-fold thresholds, the weight soup."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from test_change_adapt import tiny_change_model
+
+from bench.bench_cv import CITIES, FOLDS, oof_thresholds, soup
+from core.change.training import CHANGE_KIND
+from core.checkpoint import load_model, save_model
+
+
+def test_every_labelled_city_is_held_out_exactly_once() -> None:
+    assert len(FOLDS) == 5 and all(len(fold) == 2 for fold in FOLDS)
+    assert sorted(CITIES) == sorted(set(CITIES)) and len(CITIES) == 10
+
+
+def test_a_citys_threshold_is_chosen_on_the_other_folds_cities_only() -> None:
+    rng = np.random.default_rng(0)
+    truth = {c: (rng.random((40, 40)) < 0.2).astype(np.uint8) for c in CITIES}
+    # every city's changes score 0.7 and the rest 0.2 (best cut: between them), but mumbai's changes score 0.95
+    # and its background 0.8: were mumbai's own labels used, its fold's cut would move up
+    prob = {c: np.where(truth[c] == 1, 0.7, 0.2) for c in CITIES}
+    prob["mumbai"] = np.where(truth["mumbai"] == 1, 0.95, 0.8)
+    chosen = oof_thresholds(prob, truth)
+    assert set(chosen) == set(CITIES)
+    assert 0.2 <= chosen["mumbai"] < 0.7  # chosen on the other eight cities, blind to mumbai's own scores
+    assert chosen["mumbai"] == chosen["nantes"]  # one threshold per fold
+    # the other folds see mumbai's scores among eight cities: with 0.95/0.8 mixed in the best cut still separates
+    assert all(0.2 <= t < 0.95 for t in chosen.values())
+
+
+def test_a_soup_of_two_fold_models_averages_their_weights(tmp_path) -> None:
+    state, config = load_model(tiny_change_model(tmp_path / "a"), kind=CHANGE_KIND)
+    shifted = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+    save_model(tmp_path / "b", shifted, {k: v for k, v in config.items() if k != "format_version"})
+    network, _ = soup([tmp_path / "a", tmp_path / "b"], torch.device("cpu"))
+    souped = network.state_dict()
+    key = next(k for k, v in state.items() if v.is_floating_point() and "running" not in k)
+    np.testing.assert_allclose(souped[key].numpy(), state[key].numpy() + 0.5, rtol=1e-5, atol=1e-5)
+    integer = next((k for k, v in state.items() if not v.is_floating_point()), None)
+    if integer:
+        assert torch.equal(souped[integer], state[integer])
