@@ -12,7 +12,10 @@ the table gives the mean and spread over seeds, per-city F1 and CPU minutes. Row
 - *soup*: per fold, the seeds' weights averaged (one model, same size and speed), at the OOF threshold.
 
 Stages whose outputs exist are reused (``--out``), so a run can continue across sessions. Recipes differ by
-extra ``finetune-change`` flags (``--recipe NAME=FLAGS``).
+extra ``finetune-change`` flags (``--recipe NAME=FLAGS``). Self-training: ``{pseudo}`` in a recipe's flags becomes
+the folder of pseudo-labels that the same fold and seed of the recipe ``--teacher`` wrote for the unlabelled
+OSCD cities (1 at probability >= ``--pseudo-positive``, 0 below ``--pseudo-negative``, ignored between), e.g.
+``--recipe self-train="--pseudo-labels {pseudo}"``; the teacher saw only the fold's training cities.
 
     .venv/bin/python bench/bench_cv.py --data ../shared/data --encoder runs/pretrain-1500 [--seeds 0,1]
 """
@@ -36,8 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
 from core.change.oscd import oscd_cities  # noqa: E402
-from core.change.patches import load_city  # noqa: E402
+from core.change.patches import load_city, read_city_pair  # noqa: E402
 from core.change.predict import predict_probability  # noqa: E402
+from core.change.pseudo import pseudo_label, write_pseudo_label  # noqa: E402
 from core.change.training import THRESHOLDS, load_change_model  # noqa: E402
 from core.io.normalization import BandStats  # noqa: E402
 
@@ -56,10 +60,35 @@ def swimdiff(args: list[str], log: Path) -> None:
         sys.exit(f"failed (exit {code}); see {log}")
 
 
+def pseudo_labels(fold: int, seed: int, args: argparse.Namespace) -> Path:
+    """The unlabelled OSCD cities labelled by the ``--teacher`` recipe's model of this fold and seed (made once)."""
+    teacher = Path(args.out) / args.teacher / f"fold{fold}-s{seed}"
+    folder = teacher / f"pseudo-{args.pseudo_negative:g}-{args.pseudo_positive:g}"
+    if (folder / "done").exists():
+        return folder
+    if not (teacher / "config.json").exists():
+        sys.exit(f"no teacher model '{teacher}'; run the recipe '{args.teacher}' with seed {seed} first")
+    folder.mkdir(exist_ok=True)
+    model, config = load_change_model(teacher, torch.device("cpu"))
+    stats = BandStats.from_dict(config["normalization"])
+    for city in oscd_cities(Path(args.data) / "oscd", labelled=False):
+        if city.label is not None:
+            continue
+        x1, x2, valid = read_city_pair(city, config["bands"])
+        prob = predict_probability(model, stats.apply(x1, valid), stats.apply(x2, valid))
+        label = pseudo_label(np.where(valid, prob, np.nan), args.pseudo_negative, args.pseudo_positive)
+        write_pseudo_label(label, next(city.t1.glob("*_B02.tif")), folder / f"{city.name}.tif")
+    (folder / "done").touch()
+    return folder
+
+
 def fold_model(recipe: str, flags: list[str], fold: int, seed: int, args: argparse.Namespace) -> Path:
     """Fine-tune fold ``fold``'s model (its two cities left out) unless it exists."""
     model = Path(args.out) / recipe / f"fold{fold}-s{seed}"
     if not (model / "config.json").exists():
+        if any("{pseudo}" in f for f in flags):
+            folder = str(pseudo_labels(fold, seed, args))
+            flags = [f.replace("{pseudo}", folder) for f in flags]
         model.parent.mkdir(parents=True, exist_ok=True)
         train = ",".join(c for c in CITIES if c not in FOLDS[fold])
         swimdiff(["finetune-change", "--data", str(Path(args.data) / "oscd"), "--out", str(model), "--encoder",
@@ -84,7 +113,6 @@ def held_out_probabilities(model: torch.nn.Module, config: dict, fold: int, args
 
 def labels(args: argparse.Namespace) -> dict[str, np.ndarray]:
     from core.change.oscd import read_change_mask
-    from core.change.patches import read_city_pair
 
     out = {}
     for city in oscd_cities(Path(args.data) / "oscd", list(CITIES)):
@@ -135,6 +163,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--recipe", action="append", default=[],
                         help="NAME=finetune-change flags (default: 'default=' the shipped recipe)")
+    parser.add_argument("--teacher", default="default", help="recipe whose fold models make {pseudo} labels")
+    parser.add_argument("--pseudo-positive", type=float, default=0.5, help="pseudo-label 1 at this probability+")
+    parser.add_argument("--pseudo-negative", type=float, default=0.05, help="pseudo-label 0 below this probability")
     args = parser.parse_args()
     recipes = dict(r.split("=", 1) for r in args.recipe) or {"default": ""}
     seeds = [int(s) for s in args.seeds.split(",")]

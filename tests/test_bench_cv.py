@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import shutil
+
 import numpy as np
+import rasterio
 import torch
 from test_change_adapt import tiny_change_model
 
-from bench.bench_cv import CITIES, FOLDS, oof_thresholds, soup
+from bench.bench_cv import CITIES, FOLDS, oof_thresholds, pseudo_labels, soup
+from conftest import make_oscd
 from core.change.training import CHANGE_KIND
 from core.checkpoint import load_model, save_model
 
@@ -42,3 +47,16 @@ def test_a_soup_of_two_fold_models_averages_their_weights(tmp_path) -> None:
     integer = next((k for k, v in state.items() if not v.is_floating_point()), None)
     if integer:
         assert torch.equal(souped[integer], state[integer])
+
+
+def test_pseudo_labels_cover_the_unlabelled_cities_only(tmp_path) -> None:
+    root = make_oscd(tmp_path / "data" / "oscd", cities=("alpha", "gamma"))
+    shutil.rmtree(root / "labels" / "gamma")  # an OSCD test city: images, no change mask
+    tiny_change_model(tmp_path / "cv" / "default" / "fold0-s0")
+    args = argparse.Namespace(data=str(tmp_path / "data"), out=str(tmp_path / "cv"), teacher="default",
+                              pseudo_negative=0.05, pseudo_positive=0.5)
+    folder = pseudo_labels(0, 0, args)
+    assert sorted(p.name for p in folder.glob("*.tif")) == ["gamma.tif"] and (folder / "done").exists()
+    with rasterio.open(folder / "gamma.tif") as ds:
+        assert ds.shape == (64, 64) and set(np.unique(ds.read(1))) <= {0, 1, 255}
+    assert pseudo_labels(0, 0, args) == folder  # made once

@@ -37,6 +37,7 @@ from .metrics import ChangeCounts, count_changes
 from .oscd import oscd_cities
 from .patches import ChangePatchDataset, CityStack, load_city, read_city_pair, split_rows
 from .predict import predict_probability
+from .pseudo import load_pseudo_cities
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
                     train: TrainConfig, encoder_dir: str | Path | None = None, arch: str = "resnet18",
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
                     eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0, jitter: float = 0.0,
+                    pseudo_labels: str | Path | None = None,
                     progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
@@ -203,7 +205,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     ``ema`` is the decay of the weight average that is validated and saved (0: the raw weights).
     ``jitter`` is the strength of a random per-band gain and offset of each date (0: off).
     ``val_fraction`` > 0 also validates on the bottom rows of every training city, which training
-    patches then never touch (see :func:`~core.change.patches.split_rows`).
+    patches then never touch (see :func:`~core.change.patches.split_rows`). ``pseudo_labels`` is a folder
+    of ``<city>.tif`` pseudo-labels (see :mod:`~core.change.pseudo`): more training cities, never validated on.
 
     Raises:
         SwimDiffError: unknown cities, band mismatch, unreadable encoder, unwritable output.
@@ -232,6 +235,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         splits = [split_rows(c, val_fraction) for c in train_stacks]
         train_stacks = [train_part for train_part, _ in splits]
         val_stacks += [val_part for _, val_part in splits]
+    pseudo_stacks = load_pseudo_cities(data_root, pseudo_labels, bands, stats) if pseudo_labels else []
+    train_stacks += pseudo_stacks
 
     torch.manual_seed(train.seed)
     model = encoder_network(arch, len(bands), weights, encoder_dir).to(device)
@@ -260,6 +265,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
             "encoder": str(encoder_dir) if encoder_dir else None,
             "encoder_provenance": encoder_config.get("provenance"), "freeze_encoder": freeze_encoder,
             "train_cities": train_cities, "val_cities": val_cities, "val_fraction": val_fraction,
+            "pseudo_labels": str(pseudo_labels) if pseudo_labels else None,
+            "pseudo_cities": [s.name for s in pseudo_stacks],
             "device": describe_device(device),
             "seconds": round(seconds, 1),
         },
