@@ -10,6 +10,8 @@ the table gives the mean and spread over seeds, per-city F1 and CPU minutes. Row
 - *OOF threshold*: one threshold for fold k chosen on the out-of-fold predictions of the other folds' cities
   (their labels, never fold k's): does a threshold chosen on unseen cities transfer better?
 - *soup*: per fold, the seeds' weights averaged (one model, same size and speed), at the OOF threshold.
+- *clouds masked* (``--mask-clouds``): the OOF-threshold row with the pixels that s2cloudless finds cloudy in
+  either date scored as "no change", as ``detect --mask-clouds`` would write them (nodata).
 
 Stages whose outputs exist are reused (``--out``), so a run can continue across sessions. Recipes differ by
 extra ``finetune-change`` flags (``--recipe NAME=FLAGS``). Self-training: ``{pseudo}`` in a recipe's flags becomes
@@ -37,6 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core.change.matching import match_dates, uses_matching  # noqa: E402
 from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
 from core.change.oscd import oscd_cities  # noqa: E402
 from core.change.patches import load_city, read_city_pair  # noqa: E402
@@ -75,6 +78,8 @@ def pseudo_labels(fold: int, seed: int, args: argparse.Namespace) -> Path:
         if city.label is not None:
             continue
         x1, x2, valid = read_city_pair(city, config["bands"])
+        if uses_matching(config):
+            x2 = match_dates(x1, x2, valid).apply(x2)
         prob = predict_probability(model, stats.apply(x1, valid), stats.apply(x2, valid))
         label = pseudo_label(np.where(valid, prob, np.nan), args.pseudo_negative, args.pseudo_positive)
         write_pseudo_label(label, next(city.t1.glob("*_B02.tif")), folder / f"{city.name}.tif")
@@ -105,7 +110,8 @@ def held_out_probabilities(model: torch.nn.Module, config: dict, fold: int, args
         path = cache / f"prob-{name}.npy"
         if not path.exists():
             city = oscd_cities(Path(args.data) / "oscd", [name])[0]
-            stack = load_city(city, config["bands"], BandStats.from_dict(config["normalization"]))
+            stack = load_city(city, config["bands"], BandStats.from_dict(config["normalization"]),
+                              uses_matching(config))
             np.save(path, predict_probability(model.eval(), stack.x1, stack.x2).astype(np.float16))
         out[name] = np.load(path).astype(np.float32)
     return out
@@ -123,6 +129,24 @@ def labels(args: argparse.Namespace) -> dict[str, np.ndarray]:
     return out
 
 
+def cloud_masks(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Per city, the pixels cloudy in either date (``detect --mask-clouds``'s default options; cached)."""
+    from rasterio.windows import Window
+
+    from core.io.clouds import detect_pair_clouds
+
+    cache = Path(args.out) / "clouds.npz"
+    if cache.exists():
+        return dict(np.load(cache))
+    out = {}
+    for city in oscd_cities(Path(args.data) / "oscd", list(CITIES)):
+        t1, t2 = city.dates()
+        clouds = detect_pair_clouds(t1, t2, t1.grid, ["B02"])
+        out[city.name] = clouds.either(Window(0, 0, t1.grid.width, t1.grid.height))
+    np.savez_compressed(cache, **out)
+    return out
+
+
 def counts_at(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray], threshold: dict[str, float]
               ) -> dict[str, ChangeCounts]:
     return {c: count_changes(p > threshold[c], truth[c]) for c, p in prob.items()}
@@ -137,6 +161,15 @@ def oof_thresholds(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray]) ->
                                                  ChangeCounts()).f1)
         chosen.update({c: float(best) for c in fold})
     return chosen
+
+
+def shipping_threshold(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> dict:
+    """The threshold with the best pooled F1 over all cities' out-of-fold predictions (for a model trained on all
+    of them: chosen on predictions of cities their models never saw), its pooled and per-city scores there."""
+    threshold = float(max(THRESHOLDS, key=lambda t: pooled(counts_at(prob, truth, dict.fromkeys(prob, t))).f1))
+    per_city = counts_at(prob, truth, dict.fromkeys(prob, threshold))
+    return {"threshold": threshold, "pooled": pooled(per_city).scores(),
+            "per_city": {c: counts.scores() for c, counts in per_city.items()}}
 
 
 def soup(models: list[Path], device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -166,12 +199,13 @@ def main() -> int:
     parser.add_argument("--teacher", default="default", help="recipe whose fold models make {pseudo} labels")
     parser.add_argument("--pseudo-positive", type=float, default=0.5, help="pseudo-label 1 at this probability+")
     parser.add_argument("--pseudo-negative", type=float, default=0.05, help="pseudo-label 0 below this probability")
+    parser.add_argument("--mask-clouds", action="store_true", help="add a row with cloudy pixels masked")
     args = parser.parse_args()
     recipes = dict(r.split("=", 1) for r in args.recipe) or {"default": ""}
     seeds = [int(s) for s in args.seeds.split(",")]
     device = torch.device("cpu")
     truth = labels(args)
-    rows, per_city_rows = [], []
+    rows, per_city_rows, summary = [], [], {}
     for recipe, flags in recipes.items():
         started = time.process_time()
         prob: dict[int, dict[str, np.ndarray]] = {}
@@ -195,6 +229,11 @@ def main() -> int:
                 model, config = soup([Path(args.out) / recipe / f"fold{fold}-s{s}" for s in seeds], device)
                 souped.update(held_out_probabilities(model, config, fold, args, folder))
             results["soup, OOF threshold"] = [counts_at(souped, truth, oof_thresholds(souped, truth))]
+        if args.mask_clouds:
+            cloudy = cloud_masks(args)
+            clear = {s: {c: np.where(cloudy[c], 0.0, p) for c, p in prob[s].items()} for s in seeds}
+            results["OOF threshold, clouds masked"] = [counts_at(clear[s], truth, oof_thresholds(clear[s], truth))
+                                                       for s in seeds]
         for name, runs in results.items():
             f1s = [pooled(r).f1 for r in runs]
             spread = f" ± {statistics.stdev(f1s):.3f}" if len(f1s) > 1 else ""
@@ -202,13 +241,17 @@ def main() -> int:
                         + " ".join(f"{f:.3f}" for f in f1s) + f" | {minutes:.0f} |")
             per_city_rows.append(f"| {recipe}, {name} | " + " | ".join(
                 f"{statistics.mean(r[c].f1 for r in runs):.2f}" for c in CITIES) + " |")
+        summary[recipe] = {"flags": flags, "seeds": seeds, "fine_tuning_cpu_min": round(minutes, 1),
+                           "oof_threshold_f1": [pooled(r).f1 for r in results["OOF threshold"]],
+                           "shipping": [shipping_threshold(prob[s], truth) for s in seeds]}
         print(f"{recipe}: {time.process_time() - started:.0f} s CPU scoring", flush=True)
     text = ("| recipe | threshold | OOF pooled F1 (mean ± sd over seeds) | per seed | fine-tuning CPU min |\n"
             "|---|---|---:|---|---:|\n" + "\n".join(rows) + "\n\n| recipe, threshold | " + " | ".join(CITIES)
             + " |\n|---|" + "---:|" * len(CITIES) + "\n" + "\n".join(per_city_rows) + "\n")
     print(text)
     (Path(args.out) / "cv.md").write_text(text)
-    (Path(args.out) / "cv.json").write_text(json.dumps({"rows": rows, "per_city": per_city_rows}, indent=1))
+    (Path(args.out) / "cv.json").write_text(json.dumps({"rows": rows, "per_city": per_city_rows,
+                                                                "recipes": summary}, indent=1))
     return 0
 
 

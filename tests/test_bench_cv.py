@@ -10,7 +10,7 @@ import rasterio
 import torch
 from test_change_adapt import tiny_change_model
 
-from bench.bench_cv import CITIES, FOLDS, oof_thresholds, pseudo_labels, soup
+from bench.bench_cv import CITIES, FOLDS, oof_thresholds, pseudo_labels, shipping_threshold, soup
 from conftest import make_oscd
 from core.change.training import CHANGE_KIND
 from core.checkpoint import load_model, save_model
@@ -60,3 +60,12 @@ def test_pseudo_labels_cover_the_unlabelled_cities_only(tmp_path) -> None:
     with rasterio.open(folder / "gamma.tif") as ds:
         assert ds.shape == (64, 64) and set(np.unique(ds.read(1))) <= {0, 1, 255}
     assert pseudo_labels(0, 0, args) == folder  # made once
+
+
+def test_the_shipping_threshold_is_the_best_over_all_out_of_fold_cities() -> None:
+    rng = np.random.default_rng(1)
+    truth = {c: (rng.random((30, 30)) < 0.1).astype(np.uint8) for c in CITIES}
+    prob = {c: np.where(truth[c] == 1, 0.42, 0.12) for c in CITIES}
+    chosen = shipping_threshold(prob, truth)
+    assert 0.12 <= chosen["threshold"] < 0.42 and chosen["pooled"]["f1"] == 1.0
+    assert set(chosen["per_city"]) == set(CITIES)

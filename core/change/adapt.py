@@ -32,6 +32,7 @@ from ..io.normalization import BandStats
 from ..models.siamese import SiameseUNet
 from .default_model import change_model_dir
 from .labels import UNLABELLED, label_counts, rasterize_labels, read_label_polygons, split_labels
+from .matching import match_pair, uses_matching
 from .pair import open_pair
 from .patches import ChangePatchDataset, CityStack
 from .predict import predict_probability
@@ -142,6 +143,8 @@ def _read_pair(pair: LabelledPair, config: dict[str, Any], label_field: str, pat
                       patch_size)
     window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
     (x1, v1), (x2, v2) = (reader.read(window) for reader in opened.readers())
+    if uses_matching(config):  # the whole pair's mapping, as detect computes it
+        x2 = match_pair(opened).apply(x2)
     valid = np.zeros((grid.height, grid.width), dtype=bool)
     valid[rows, cols] = v1 & v2
     split = split_labels(polygons, grid, valid, VAL_FRACTION, seed)
@@ -217,6 +220,7 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
     seconds = time.perf_counter() - started
     saved = {
         "kind": CHANGE_KIND, **{k: config[k] for k in ("architecture", "bands", "normalization", "patch_size")},
+        "match_dates": uses_matching(config),
         "threshold": best["threshold"],
         "metrics": {"best_step": best["step"], **{f"val_{k}": v for k, v in best["scores"].items()},
                     **{f"zero_shot_val_{k}": v for k, v in zero_shot.items()}},

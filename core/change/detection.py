@@ -26,6 +26,7 @@ from ..io.tiling import Tile
 from ..io.writer import AtomicGeoTiff, OutputGroup
 from ..models.distance import FeatureDistance
 from .cva import otsu_threshold
+from .matching import DateMatch, match_pair, uses_matching
 from .pair import (
     MASK_NODATA,
     OTSU_SAMPLES,
@@ -61,8 +62,9 @@ def network_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
 
 
 def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Tiling,
-                  tick: Callable[[], None]) -> Iterator[tuple[Window, np.ndarray]]:
+                  tick: Callable[[], None], match: DateMatch | None = None) -> Iterator[tuple[Window, np.ndarray]]:
     """Blended scores of the whole raster, strip by strip: ``(window of full rows, scores)``, NaN at nodata.
+    ``match``: the pair's t2-onto-t1 mapping, applied to every tile of t2 before normalising.
 
     Pixels invalid (nodata or NaN) in either date are NaN in the scores and zero in the network's
     input, so they never leak into their neighbours' scores beyond the receptive field.
@@ -75,6 +77,8 @@ def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Ti
             window = Window(t.col, t.row, t.width, t.height)
             (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
             ok = v1 & v2
+            if match is not None:
+                x2 = match.apply(x2)
             x1s.append(stats.apply(x1, ok))
             x2s.append(stats.apply(x2, ok))
             oks.append(ok)
@@ -109,6 +113,9 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
     model, config = load_change_model(model_dir, device)
     stats = BandStats.from_dict(config["normalization"])
     chosen = float(config["threshold"] if threshold is None else threshold)
+    match = match_pair(pair) if uses_matching(config) else None
+    if match is not None:
+        logger.info("t2 matched onto t1: %s", match.to_dict())
     tiling = Tiling(tile, overlap, batch_size)
     side, used_overlap, tiles = tiling.fitted(pair.grid.height, pair.grid.width)
     logger.info("model %s on %s: %d tiles of %d px (overlap %d), threshold %.2f", model_dir,
@@ -121,8 +128,7 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
         prob_tif = (outputs.add(AtomicGeoTiff(prob_path, pair.grid, 1, "float32", float("nan"),
                                               descriptions=["change probability"], tags=pair.tags()))
                     if prob_path else None)
-        for window, prob in stream_scores(pair, stats, network_scorer(model, device), tiling,
-                                          tick):
+        for window, prob in stream_scores(pair, stats, network_scorer(model, device), tiling, tick, match):
             mask = change_mask(prob, chosen)
             mask_tif.write(mask, window)
             if prob_tif is not None:

@@ -27,6 +27,7 @@ from ..pretrain.scenes import shared_bands
 from .cva import cva_change, otsu_threshold
 from .default_model import change_model_dir
 from .detection import load_feature_distance
+from .matching import match_dates, uses_matching
 from .metrics import ChangeCounts, count_changes
 from .oscd import OscdCity, oscd_cities, read_change_mask
 from .patches import read_city_pair
@@ -211,6 +212,8 @@ def evaluate_oscd(root: str | Path, cities: list[str] | None, model_dir: str | P
         label[~valid] = 255
         if model is not None:
             stats = BandStats.from_dict(config["normalization"])
+            if uses_matching(config):
+                x2 = match_dates(x1, x2, valid).apply(x2)
             prob = predict_probability(model, stats.apply(x1, valid), stats.apply(x2, valid), device=device)
             prediction = prob > (config["threshold"] if method == "model" else otsu_threshold(prob[valid]))
         else:

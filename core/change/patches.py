@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from ..errors import PatchSizeError
 from ..io.normalization import BandStats
 from ..io.raster import StackReader
+from .matching import match_dates
 from .oscd import OscdCity, read_change_mask
 
 IGNORE = 255
@@ -47,9 +48,12 @@ def read_city_pair(city: OscdCity, bands: Sequence[str]) -> tuple[np.ndarray, np
     return x1, x2, v1 & v2
 
 
-def load_city(city: OscdCity, bands: Sequence[str], stats: BandStats) -> CityStack:
-    """Read, normalise and label one city; pixels invalid in either date are ignored."""
+def load_city(city: OscdCity, bands: Sequence[str], stats: BandStats, match: bool = False) -> CityStack:
+    """Read, normalise and label one city; pixels invalid in either date are ignored. ``match``: t2 mapped onto
+    t1's distribution first (:mod:`~core.change.matching`)."""
     x1, x2, valid = read_city_pair(city, bands)
+    if match:
+        x2 = match_dates(x1, x2, valid).apply(x2)
     label = read_change_mask(city, *valid.shape)
     label[~valid] = IGNORE
     return CityStack(city.name, stats.apply(x1, valid), stats.apply(x2, valid), label)

@@ -16,6 +16,7 @@ import rasterio
 
 from ..errors import RasterReadError
 from ..io.normalization import BandStats
+from .matching import match_dates
 from .oscd import oscd_cities
 from .patches import IGNORE, CityStack, read_city_pair
 
@@ -54,7 +55,7 @@ def pseudo_label_cities(folder: str | Path) -> list[str]:
 
 
 def load_pseudo_cities(data_root: str | Path, folder: str | Path, bands: Sequence[str],
-                       stats: BandStats) -> list[CityStack]:
+                       stats: BandStats, match: bool = False) -> list[CityStack]:
     """The cities of ``folder``'s pseudo-labels, read from the OSCD root and normalised like training cities.
 
     Raises:
@@ -63,6 +64,8 @@ def load_pseudo_cities(data_root: str | Path, folder: str | Path, bands: Sequenc
     stacks = []
     for city in oscd_cities(data_root, pseudo_label_cities(folder), labelled=False):
         x1, x2, valid = read_city_pair(city, bands)
+        if match:
+            x2 = match_dates(x1, x2, valid).apply(x2)
         path = Path(folder) / f"{city.name}.tif"
         with rasterio.open(path) as ds:
             label = ds.read(1)

@@ -196,7 +196,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
                     train: TrainConfig, encoder_dir: str | Path | None = None, arch: str = "resnet18",
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
                     eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0, jitter: float = 0.0,
-                    pseudo_labels: str | Path | None = None,
+                    pseudo_labels: str | Path | None = None, match: bool = False,
                     progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
@@ -207,6 +207,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     ``val_fraction`` > 0 also validates on the bottom rows of every training city, which training
     patches then never touch (see :func:`~core.change.patches.split_rows`). ``pseudo_labels`` is a folder
     of ``<city>.tif`` pseudo-labels (see :mod:`~core.change.pseudo`): more training cities, never validated on.
+    ``match`` maps every t2 onto its t1 before normalising (:mod:`~core.change.matching`), here and wherever
+    the model is used.
 
     Raises:
         SwimDiffError: unknown cities, band mismatch, unreadable encoder, unwritable output.
@@ -229,13 +231,13 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     report(0.0, f"reading {len(train_set) + len(val_set)} cities on {describe_device(device)}")
     stats = (BandStats.from_dict(encoder_config["normalization"]) if encoder_config
              else estimate_band_stats(bands, (read_city_pair(c, bands)[0::2] for c in train_set)))
-    train_stacks = [load_city(c, bands, stats) for c in train_set]
-    val_stacks = [load_city(c, bands, stats) for c in val_set]
+    train_stacks = [load_city(c, bands, stats, match) for c in train_set]
+    val_stacks = [load_city(c, bands, stats, match) for c in val_set]
     if val_fraction > 0:
         splits = [split_rows(c, val_fraction) for c in train_stacks]
         train_stacks = [train_part for train_part, _ in splits]
         val_stacks += [val_part for _, val_part in splits]
-    pseudo_stacks = load_pseudo_cities(data_root, pseudo_labels, bands, stats) if pseudo_labels else []
+    pseudo_stacks = load_pseudo_cities(data_root, pseudo_labels, bands, stats, match) if pseudo_labels else []
     train_stacks += pseudo_stacks
 
     torch.manual_seed(train.seed)
@@ -254,6 +256,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         "architecture": {"arch": arch, "in_chans": len(bands), "decoder_channels": [128, 64, 48, 32]},
         "bands": bands,
         "normalization": stats.to_dict(),
+        "match_dates": match,
         "patch_size": patch_size,
         "threshold": best["threshold"],
         "metrics": {"best_step": best["step"], **{f"val_{k}": v for k, v in best["scores"].items()}},
