@@ -243,6 +243,8 @@ def main() -> int:
                 f"{statistics.mean(r[c].f1 for r in runs):.2f}" for c in CITIES) + " |")
         summary[recipe] = {"flags": flags, "seeds": seeds, "fine_tuning_cpu_min": round(minutes, 1),
                            "oof_threshold_f1": [pooled(r).f1 for r in results["OOF threshold"]],
+                           "oof_threshold_per_city": [{c: r[c].scores() for c in CITIES}
+                                                      for r in results["OOF threshold"]],
                            "shipping": [shipping_threshold(prob[s], truth) for s in seeds]}
         print(f"{recipe}: {time.process_time() - started:.0f} s CPU scoring", flush=True)
     text = ("| recipe | threshold | OOF pooled F1 (mean ± sd over seeds) | per seed | fine-tuning CPU min |\n"

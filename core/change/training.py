@@ -196,14 +196,15 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
                     train: TrainConfig, encoder_dir: str | Path | None = None, arch: str = "resnet18",
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
                     eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0, jitter: float = 0.0,
-                    pseudo_labels: str | Path | None = None, match: bool = False,
+                    pseudo_labels: str | Path | None = None, match: bool = False, change_share: float = 0.5,
                     progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
     """Fine-tune change detection and write a ``swimdiff-change`` model folder.
 
     ``ema`` is the decay of the weight average that is validated and saved (0: the raw weights).
-    ``jitter`` is the strength of a random per-band gain and offset of each date (0: off).
+    ``jitter`` is the strength of a random per-band gain and offset of each date (0: off). ``change_share`` is
+    the share of patches centred on a changed pixel (the rest lie anywhere).
     ``val_fraction`` > 0 also validates on the bottom rows of every training city, which training
     patches then never touch (see :func:`~core.change.patches.split_rows`). ``pseudo_labels`` is a folder
     of ``<city>.tif`` pseudo-labels (see :mod:`~core.change.pseudo`): more training cities, never validated on.
@@ -216,6 +217,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     started = time.perf_counter()
     if not 0.0 <= val_fraction < 0.9:
         raise ConfigError(f"--val-fraction {val_fraction} is out of range; use 0 (none) to 0.5, e.g. 0.25")
+    if not 0.0 <= change_share <= 1.0:
+        raise ConfigError(f"--change-share {change_share} is out of range; use 0 (patches anywhere) to 1, e.g. 0.5")
     if not 0.0 <= ema < 1.0:
         raise ConfigError(f"--ema {ema} is out of range; use 0 (off) or a decay below 1, e.g. 0.98")
     out_dir = new_model_folder(out_dir)
@@ -245,7 +248,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     if freeze_encoder:
         model.encoder.requires_grad_(False)
     dataset = ChangePatchDataset(train_stacks, patch_size, train.steps * train.batch_size, seed=train.seed,
-                                 jitter=jitter)
+                                 jitter=jitter, change_share=change_share)
     loader = DataLoader(dataset, batch_size=train.batch_size, num_workers=0, shuffle=False)
     best: dict[str, Any] = {"f1": -1.0, "step": 0, "threshold": 0.5, "state": None, "scores": {}}
     best, history = train_steps(model, loader, train, device, val_stacks, eval_every, ema, best, freeze_encoder,
@@ -263,6 +266,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         "train": train.to_dict(),
         "ema": ema,
         "jitter": jitter,
+        "change_share": change_share,
         "provenance": {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "swimdiff_version": __version__,
             "encoder": str(encoder_dir) if encoder_dir else None,

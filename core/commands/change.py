@@ -49,6 +49,9 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
                                                           "saved (0: the raw weights)")
     p.add_argument("--jitter", type=float, default=0.0,
                    help="strength of a random gain and offset per band and date (radiometric augmentation; 0: off)")
+    p.add_argument("--change-share", type=float, default=0.5,
+                   help="share of training patches centred on a changed pixel (the rest anywhere; changes cover "
+                        "0.3-4 %% of OSCD pixels)")
     p.add_argument("--match-dates", action="store_true",
                    help="map every t2 onto its t1 (per band, median and 16-84 percentile range) before normalising, "
                         "so global differences between the dates are not change; the model then does it everywhere")
@@ -73,6 +76,7 @@ def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
                                  patch_size=args.patch_size, eval_every=args.eval_every, ema=args.ema,
                                  val_fraction=args.val_fraction, jitter=args.jitter,
                                  pseudo_labels=args.pseudo_labels, match=args.match_dates,
+                                 change_share=args.change_share,
                                  progress=reporter.progress, should_stop=stop, on_metrics=reporter.metric)
     logger.info("best validation F1 %.3f at step %d (threshold %.2f); model in %s",
                 result.val_scores.get("f1", float("nan")), result.best_step, result.threshold, result.out_dir)
