@@ -43,7 +43,7 @@ demo-landcover: setup
 demo-adapt: setup
 	$(PY) scripts/demo_adapt.py --data $(DATA)
 
-## default-model: re-create resources/models/oscd-change (pre-train 1500 steps, fine-tune, score; ~45 min CPU)
+## default-model: re-create resources/models/oscd-change (pre-train 1500 steps, cross-validate the recipe, fine-tune on all 10 labelled cities; ~60 min CPU)
 default-model: setup
 	$(PY) scripts/make_default_model.py --data $(DATA)
 
@@ -76,7 +76,7 @@ bench-classify: setup
 bench-adapt: setup
 	$(PY) bench/bench_adapt.py --data $(DATA)
 
-## bench-cv: leave-two-cities-out cross-validation of the change recipe over the 10 labelled cities (ENCODER=DIR, SEEDS=0,1; ~12 min CPU per fold and seed, resumable)
+## bench-cv: leave-two-cities-out cross-validation of the shipped change recipe over the 10 labelled cities (ENCODER=DIR, SEEDS=0,1, CV_ARGS="--recipe NAME=FLAGS"; ~4 min per fold and seed on 2 CPU cores, resumable)
 bench-cv: setup
 	$(PY) bench/bench_cv.py --data $(DATA) --encoder $${ENCODER:-runs/pretrain-1500} --seeds $${SEEDS:-0,1} $${CV_ARGS:-}
 

@@ -5,12 +5,16 @@
 2. Cross-validation of the fine-tuning recipe (``bench/bench_cv.py``: 5 folds, two labelled cities held out
    in each): every labelled city scored by a model that never saw it. This is the model's quality claim, and
    it chooses the threshold: the one with the best pooled F1 over the out-of-fold predictions.
-3. The same recipe fine-tuned on all 10 labelled cities; its weights stored as fp16 safetensors with that
-   threshold. config.json records the recipe, the cross-validated scores (pooled and per city) and how the
-   threshold was chosen; training-scores.json the fp16 model's scores on its own cities (in-sample, not a
-   quality claim).
+3. The same recipe fine-tuned on all 10 labelled cities (the teacher).
+4. Self-training: the teacher labels the 10 unlabelled OSCD cities where it is confident (1 at probability
+   >= 0.5, 0 below 0.05, ignored between) and the recipe is fine-tuned again on labelled + pseudo-labelled
+   cities (``--no-self-training``: ship the teacher). Cross-validated the same way, each fold's student
+   learning from its own fold's teacher, so no held-out label leaks.
+5. fp16 safetensors with the cross-validated threshold. config.json records the recipe, the cross-validated
+   scores (pooled and per city) and how the threshold was chosen; training-scores.json the fp16 model's scores
+   on its own cities (in-sample, not a quality claim).
 
-About 30 + 20 + 5 minutes on 2 CPU cores. Existing stages in --work (and folds in --cv) are reused.
+About 30 + 45 + 10 minutes on 2 CPU cores. Existing stages in --work (and folds in --cv) are reused.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.ablation import BANDS  # noqa: E402
-from bench.bench_cv import CITIES  # noqa: E402
+from bench.bench_cv import CITIES, SHIPPED_RECIPE  # noqa: E402
 from core.change.default_model import DEFAULT_CHANGE_MODEL  # noqa: E402
+from core.change.pseudo import label_unlabelled_cities  # noqa: E402
 from core.change.training import CHANGE_KIND  # noqa: E402
 from core.checkpoint import FORMAT_VERSION, atomic_write_text, load_model, save_model  # noqa: E402
 from core.cli import main as swimdiff  # noqa: E402
 from scripts.scenes import unlabelled_scenes  # noqa: E402
 
-RECIPE = "--eval-every 600 --match-dates"  # chosen by make bench-cv (docs/benchmarks.md)
 FINETUNE_STEPS = 600
 
 
@@ -44,15 +48,30 @@ def run(args: list[str]) -> None:
         sys.exit(f"swimdiff {args[0]} failed")
 
 
-def cross_validate(encoder: Path, args: argparse.Namespace) -> dict:
-    """The recipe's cross-validation summary (``bench_cv.py``'s cv.json entry), run or reused."""
+def cross_validate(encoder: Path, args: argparse.Namespace, name: str, flags: str, teacher: str = "") -> dict:
+    """A recipe's cross-validation summary (``bench_cv.py``'s cv.json entry), run or reused."""
     command = [sys.executable, str(REPO / "bench" / "bench_cv.py"), "--data", args.data, "--encoder", str(encoder),
-               "--out", args.cv, "--seeds", "0", "--steps", str(FINETUNE_STEPS), "--recipe",
-               f"{args.recipe_name}={args.recipe}"]
+               "--out", args.cv, "--seeds", "0", "--steps", str(FINETUNE_STEPS), "--recipe", f"{name}={flags}",
+               *(["--teacher", teacher] if teacher else [])]
     print("$ " + " ".join(command), flush=True)
     if subprocess.call(command, cwd=REPO) != 0:
         sys.exit("cross-validation failed")
-    return json.loads((Path(args.cv) / "cv.json").read_text())["recipes"][args.recipe_name]
+    return json.loads((Path(args.cv) / "cv.json").read_text())["recipes"][name]
+
+
+def self_trained(teacher: Path, encoder: Path, args: argparse.Namespace) -> Path:
+    """The recipe fine-tuned again on the labelled cities plus the unlabelled OSCD cities as ``teacher`` labels
+    them where it is confident (the cross-validated self-training row of docs/benchmarks.md)."""
+    pseudo = teacher / "pseudo"
+    if not (pseudo / "done").exists():
+        label_unlabelled_cities(teacher, Path(args.data) / "oscd", pseudo)
+        (pseudo / "done").touch()
+    student = Path(args.work) / "self-trained-all-cities"
+    if not (student / "config.json").exists():
+        run(["finetune-change", "--data", str(Path(args.data) / "oscd"), "--out", str(student), "--encoder",
+             str(encoder), "--cities", ",".join(CITIES), "--steps", str(FINETUNE_STEPS), *shlex.split(args.recipe),
+             "--pseudo-labels", str(pseudo)])
+    return student
 
 
 def model_card(cv: dict, recipe: str) -> dict:
@@ -74,9 +93,11 @@ def main() -> None:
     parser.add_argument("--work", default=str(REPO / "runs" / "default-model"), help="folder for the stages")
     parser.add_argument("--encoder", default=None, help="use this pre-trained model instead of stage 1")
     parser.add_argument("--pretrain-steps", type=int, default=1500)
-    parser.add_argument("--recipe", default=RECIPE, help="finetune-change flags of the recipe")
-    parser.add_argument("--recipe-name", default="shipped", help="its name in the cross-validation folder")
+    parser.add_argument("--recipe", default=SHIPPED_RECIPE, help="finetune-change flags of the recipe")
+    parser.add_argument("--recipe-name", default="match", help="its name in the cross-validation folder")
     parser.add_argument("--cv", default=None, help="cross-validation folder (default: WORK/cv)")
+    parser.add_argument("--no-self-training", dest="self_training", action="store_false",
+                        help="ship the recipe's model itself, not the one self-trained from it")
     parser.add_argument("--out", default=str(DEFAULT_CHANGE_MODEL))
     args = parser.parse_args()
     data, work = Path(args.data), Path(args.work)
@@ -87,15 +108,20 @@ def main() -> None:
              "--out", str(encoder), "--steps", str(args.pretrain_steps), "--batch-size", "32", "--patch-size", "64",
              "--queue-size", "1024", "--checkpoint-every", "100", "--log-every", "25", "--resume"
              if (encoder / "train_state.safetensors").exists() else "--overwrite"])
-    cv = cross_validate(encoder, args)
+    cv = cross_validate(encoder, args, args.recipe_name, args.recipe)
     change = work / "change-all-cities"
     if not (change / "config.json").exists():
         run(["finetune-change", "--data", str(data / "oscd"), "--out", str(change), "--encoder", str(encoder),
              "--cities", ",".join(CITIES), "--steps", str(FINETUNE_STEPS), *shlex.split(args.recipe)])
+    recipe = args.recipe
+    if args.self_training:
+        recipe = f"{args.recipe} --pseudo-labels {{pseudo}}"
+        cv = cross_validate(encoder, args, f"{args.recipe_name}-self-train", recipe, teacher=args.recipe_name)
+        change = self_trained(change, encoder, args)
     weights, config = load_model(change, kind=CHANGE_KIND)
     config.pop("format_version")
     config["provenance"]["recreate"] = "make default-model (scripts/make_default_model.py)"
-    config["metrics"].update(model_card(cv, args.recipe))
+    config["metrics"].update(model_card(cv, recipe))
     config["threshold"] = cv["shipping"][0]["threshold"]
     out = Path(args.out)
     staging = out.with_name(out.name + ".new")

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import torch
 
 from ..errors import RasterReadError
 from ..io.normalization import BandStats
-from .matching import match_dates
+from .matching import match_dates, uses_matching
 from .oscd import oscd_cities
 from .patches import IGNORE, CityStack, read_city_pair
 
@@ -38,6 +39,31 @@ def write_pseudo_label(label: np.ndarray, like: Path, out: Path) -> None:
     with rasterio.open(partial, "w", **profile) as ds:
         ds.write(label, 1)
     partial.replace(out)
+
+
+def label_unlabelled_cities(teacher: str | Path, data_root: str | Path, folder: str | Path,
+                            negative: float = 0.05, positive: float = 0.5) -> list[Path]:
+    """Pseudo-labels of every unlabelled city of an OSCD root by the change model ``teacher``, written to
+    ``folder`` as ``<city>.tif`` (see :func:`pseudo_label`); returns the files."""
+    from .predict import predict_probability
+    from .training import load_change_model
+
+    model, config = load_change_model(teacher, torch.device("cpu"))
+    stats = BandStats.from_dict(config["normalization"])
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for city in oscd_cities(data_root, labelled=False):
+        if city.label is not None:
+            continue
+        x1, x2, valid = read_city_pair(city, config["bands"])
+        if uses_matching(config):
+            x2 = match_dates(x1, x2, valid).apply(x2)
+        prob = predict_probability(model, stats.apply(x1, valid), stats.apply(x2, valid))
+        label = pseudo_label(np.where(valid, prob, np.nan), negative, positive)
+        written.append(folder / f"{city.name}.tif")
+        write_pseudo_label(label, next(city.t1.glob("*_B02.tif")), written[-1])
+    return written
 
 
 def pseudo_label_cities(folder: str | Path) -> list[str]:
