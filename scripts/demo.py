@@ -105,7 +105,8 @@ def main() -> int:
         label = read_change_mask(city, *valid.shape)
         label[~valid] = 255
         scores = count_changes(mask == 1, label).scores()
-        title = (f"{args.city}: F1 {scores['f1']:.3f} (precision {scores['precision']:.3f}, "
+        seen = " (a training city: in-sample)" if args.city in model["provenance"]["train_cities"] else ""
+        title = (f"{args.city}{seen}: F1 {scores['f1']:.3f} (precision {scores['precision']:.3f}, "
                  f"recall {scores['recall']:.3f})")
         print(f"Against the OSCD label: F1 {scores['f1']:.3f}, precision {scores['precision']:.3f}, "
               f"recall {scores['recall']:.3f}, IoU {scores['iou']:.3f}")
