@@ -66,7 +66,7 @@ def test_detection_reads_the_same_mapping_as_training(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def matching_model(tmp_path_factory) -> tuple:
     root = make_oscd(tmp_path_factory.mktemp("oscd"), cities=("alpha", "beta"))
-    out = root.parent / "model"
+    out = tmp_path_factory.mktemp("matching") / "model"
     assert main(["finetune-change", "--data", str(root), "--out", str(out), "--cities", "alpha", "--val-cities",
                  "beta", "--match-dates", "--steps", "2", "--batch-size", "2", "--patch-size", "32",
                  "--eval-every", "2"]) == 0

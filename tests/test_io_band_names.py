@@ -164,8 +164,9 @@ def test_pretraining_refuses_an_unnamed_sentinel2_stack_and_flags_the_rest(make_
 
 def test_every_model_states_its_value_scale_and_old_configs_get_it_from_their_means() -> None:
     shipped = json.loads((SHIPPED / "config.json").read_text())["normalization"]
-    assert "value_scale" not in shipped  # written before the field existed
-    stats = BandStats.from_dict(shipped)
+    assert shipped["value_scale"] == "sentinel2_dn"
+    old = {k: v for k, v in shipped.items() if k != "value_scale"}  # a config written before the field existed
+    stats = BandStats.from_dict(old)
     assert stats.value_scale == "sentinel2_dn" and stats.to_dict()["value_scale"] == "sentinel2_dn"
     assert BandStats.from_dict(stats.to_dict()) == stats
     reflectance = BandStats(("B02",), (0.12,), (0.05,))

@@ -21,11 +21,14 @@ from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsPro
 from qgis.PyQt.QtGui import QColor
 
 from conftest import smooth_field, write_geotiff
+from core.change.default_model import DEFAULT_CHANGE_MODEL
 from swimdiff_qgis.layers import PARAMETERS_PROPERTY
 from swimdiff_qgis.panel.bands import parse_custom
 from swimdiff_qgis.panel.outputs import change_group_name, unused_output
 from swimdiff_qgis.panel.plot import AXIS_COLOR, LossPlot
 from swimdiff_qgis.qgis_log import MessageLogHandler
+
+SHIPPED_AUTO = f"auto ({json.loads((DEFAULT_CHANGE_MODEL / 'config.json').read_text())['threshold']:.2f})"
 
 pytestmark = pytest.mark.qgis
 
@@ -129,7 +132,7 @@ def test_the_method_box_shows_words_and_the_threshold_line_follows_the_method(do
         "Change model (fine-tuned)", "Feature distance (no labels)", "Change vector analysis"]
     assert [combo.itemData(i) for i in range(combo.count())] == ["model", "features", "cva"]
     assert page.method() == "model"
-    assert page.threshold_spin.specialValueText() == "auto (0.30)"  # the shipped model's validated threshold
+    assert page.threshold_spin.specialValueText() == SHIPPED_AUTO  # the shipped model's threshold
     assert page.model_label.text().startswith("swimdiff-change: bands B01")
 
     combo.setCurrentText("cva")  # an id chooses its words
@@ -142,7 +145,7 @@ def test_the_method_box_shows_words_and_the_threshold_line_follows_the_method(do
     combo.select("features")
     assert not page.model_widget.isHidden() and page.threshold_spin.specialValueText() == "auto (Otsu's)"
     combo.select("model")
-    assert page.threshold_spin.specialValueText() == "auto (0.30)"
+    assert page.threshold_spin.specialValueText() == SHIPPED_AUTO
 
 
 def test_the_two_dates_default_to_different_layers_and_never_to_a_result(dock, tmp_path: Path) -> None:
