@@ -72,7 +72,8 @@ def adapt_sentence(outputs: dict[str, Any], folder: str) -> str:
     threshold = _number(outputs.get("threshold"))
     text += f", threshold {threshold:.2f}" if threshold is not None else ""
     if outputs.get("best_step") == 0:
-        text += " (adapting did not beat the starting model on the held-out polygons: it is kept as it was)"
+        text += (" (training did not beat the starting weights on the held-out polygons: they are kept, with the "
+                 "threshold re-chosen there)")
     return f"{text}, in {folder}"
 
 

@@ -362,3 +362,13 @@ def test_a_real_detection_masks_clouds_when_the_worker_can(dock, qgis_iface, nan
     wait_until_idle(dock, timeout=600)
     assert dock.status.text() == "done", bar(qgis_iface, Qgis.Warning) + bar(qgis_iface, Qgis.Critical)
     assert "; clouds masked: " in bar(qgis_iface, Qgis.Success)[-1]
+
+
+def test_the_done_message_says_when_only_the_threshold_changed() -> None:
+    from swimdiff_qgis.outcomes import adapt_sentence
+
+    kept = adapt_sentence({"val_f1": 0.98, "zero_shot_val_f1": 0.84, "threshold": 0.05, "best_step": 0}, "/m")
+    assert kept.startswith("Adapted change model: held-out F1 0.98 (starting model 0.84), threshold 0.05")
+    assert "starting weights" in kept and "threshold re-chosen" in kept and kept.endswith("in /m")
+    trained = adapt_sentence({"val_f1": 0.7, "zero_shot_val_f1": 0.5, "threshold": 0.4, "best_step": 40}, "/m")
+    assert "starting weights" not in trained
