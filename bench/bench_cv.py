@@ -75,7 +75,9 @@ def pseudo_labels(fold: int, seed: int, args: argparse.Namespace) -> Path:
         return folder
     if not (teacher / "config.json").exists():
         sys.exit(f"no teacher model '{teacher}'; run the recipe '{args.teacher}' with seed {seed} first")
-    label_unlabelled_cities(teacher, Path(args.data) / "oscd", folder, args.pseudo_negative, args.pseudo_positive)
+    model, config = load_change_model(teacher, torch.device("cpu"))
+    label_unlabelled_cities(model, config, Path(args.data) / "oscd", folder, args.pseudo_negative,
+                            args.pseudo_positive)
     (folder / "done").touch()
     return folder
 

@@ -71,8 +71,8 @@ def held_out_note(city: str, model: dict) -> str:
         note += (f"\n   On a city it never saw, expect the cross-validated figure: F1 "
                  f"{metrics['cv_per_city'][city]:.3f} for {city} from the fold model that held it out, "
                  f"{metrics['cv_f1']:.3f} pooled over all "
-                 f"{len(metrics['cv_per_city'])} labelled cities; see docs/benchmarks.md)")
-    return note + ("" if "cv_per_city" in metrics else ")")
+                 f"{len(metrics['cv_per_city'])} labelled cities; see docs/benchmarks.md")
+    return note + ")"
 
 
 def main() -> int:

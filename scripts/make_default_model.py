@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -34,8 +36,8 @@ from bench.ablation import BANDS  # noqa: E402
 from bench.bench_cv import CITIES, SHIPPED_RECIPE  # noqa: E402
 from core.change.default_model import DEFAULT_CHANGE_MODEL  # noqa: E402
 from core.change.pseudo import label_unlabelled_cities  # noqa: E402
-from core.change.training import CHANGE_KIND  # noqa: E402
-from core.checkpoint import FORMAT_VERSION, atomic_write_text, load_model, save_model  # noqa: E402
+from core.change.training import CHANGE_KIND, load_change_model  # noqa: E402
+from core.checkpoint import load_model, save_model  # noqa: E402
 from core.cli import main as swimdiff  # noqa: E402
 from scripts.scenes import unlabelled_scenes  # noqa: E402
 
@@ -64,7 +66,7 @@ def self_trained(teacher: Path, encoder: Path, args: argparse.Namespace) -> Path
     them where it is confident (the cross-validated self-training row of docs/benchmarks.md)."""
     pseudo = teacher / "pseudo"
     if not (pseudo / "done").exists():
-        label_unlabelled_cities(teacher, Path(args.data) / "oscd", pseudo)
+        label_unlabelled_cities(*load_change_model(teacher, torch.device("cpu")), Path(args.data) / "oscd", pseudo)
         (pseudo / "done").touch()
     student = Path(args.work) / "self-trained-all-cities"
     if not (student / "config.json").exists():
@@ -129,8 +131,6 @@ def main() -> None:
     staging.mkdir(parents=True)
     save_model(staging, {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, config)
     shutil.copy(change / "history.csv", staging / "history.csv")
-    atomic_write_text(staging / "config.json", json.dumps({"format_version": FORMAT_VERSION, **config}, indent=2,
-                                                          sort_keys=True))
     scores = staging / "training-scores.json"  # the shipped fp16 weights on their own cities: in-sample
     run(["evaluate", "--data", str(data / "oscd"), "--model", str(staging), "--include-training-cities",
          "--json", str(scores), "--report", str(work / "training-report")])

@@ -56,12 +56,9 @@ def match_dates(x1: np.ndarray, x2: np.ndarray, valid: np.ndarray) -> DateMatch:
 
     Without a shared valid pixel it is the identity (there is nothing to detect anyway).
     """
-    channels = x1.shape[-3]
-    mask = np.broadcast_to(valid[..., None, :, :], x1.shape)
-    v1 = np.moveaxis(x1, -3, 0)[np.moveaxis(mask, -3, 0)].reshape(channels, -1)  # (C, n)
-    v2 = np.moveaxis(x2, -3, 0)[np.moveaxis(mask, -3, 0)].reshape(channels, -1)  # (C, n)
+    v1, v2 = (np.moveaxis(x, -3, 0)[:, valid] for x in (x1, x2))  # (C, n) each
     if v1.shape[1] == 0:
-        return DateMatch(np.ones(channels), np.zeros(channels))
+        return DateMatch(np.ones(len(v1)), np.zeros(len(v1)))
     (c1, s1), (c2, s2) = _centre_spread(v1.astype(np.float64)), _centre_spread(v2.astype(np.float64))
     gain = s1 / s2
     return DateMatch(gain, c1 - c2 * gain)

@@ -48,15 +48,23 @@ def read_city_pair(city: OscdCity, bands: Sequence[str]) -> tuple[np.ndarray, np
     return x1, x2, v1 & v2
 
 
-def load_city(city: OscdCity, bands: Sequence[str], stats: BandStats, match: bool = False) -> CityStack:
-    """Read, normalise and label one city; pixels invalid in either date are ignored. ``match``: t2 mapped onto
-    t1's distribution first (:mod:`~core.change.matching`)."""
+def normalised_pair(city: OscdCity, bands: Sequence[str], stats: BandStats,
+                    match: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x1, x2, valid) of a city as a change model sees them: ``match``: t2 mapped onto t1's distribution
+    (:mod:`~core.change.matching`), then both normalised (invalid pixels 0)."""
     x1, x2, valid = read_city_pair(city, bands)
     if match:
         x2 = match_dates(x1, x2, valid).apply(x2)
+    return stats.apply(x1, valid), stats.apply(x2, valid), valid
+
+
+def load_city(city: OscdCity, bands: Sequence[str], stats: BandStats, match: bool = False) -> CityStack:
+    """Read, normalise (see :func:`normalised_pair`) and label one city; pixels invalid in either date are
+    ignored."""
+    x1, x2, valid = normalised_pair(city, bands, stats, match)
     label = read_change_mask(city, *valid.shape)
     label[~valid] = IGNORE
-    return CityStack(city.name, stats.apply(x1, valid), stats.apply(x2, valid), label)
+    return CityStack(city.name, x1, x2, label)
 
 
 def split_rows(city: CityStack, val_fraction: float) -> tuple[CityStack, CityStack]:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
-import torch
+from torch import nn
 
 from ..errors import RasterReadError
 from ..io.normalization import BandStats
-from .matching import match_dates, uses_matching
+from .matching import uses_matching
 from .oscd import oscd_cities
-from .patches import IGNORE, CityStack, read_city_pair
+from .patches import IGNORE, CityStack, normalised_pair
+from .predict import predict_probability
 
 
 def pseudo_label(probability: np.ndarray, negative: float, positive: float) -> np.ndarray:
@@ -41,14 +43,10 @@ def write_pseudo_label(label: np.ndarray, like: Path, out: Path) -> None:
     partial.replace(out)
 
 
-def label_unlabelled_cities(teacher: str | Path, data_root: str | Path, folder: str | Path,
+def label_unlabelled_cities(teacher: nn.Module, config: dict[str, Any], data_root: str | Path, folder: str | Path,
                             negative: float = 0.05, positive: float = 0.5) -> list[Path]:
-    """Pseudo-labels of every unlabelled city of an OSCD root by the change model ``teacher``, written to
-    ``folder`` as ``<city>.tif`` (see :func:`pseudo_label`); returns the files."""
-    from .predict import predict_probability
-    from .training import load_change_model
-
-    model, config = load_change_model(teacher, torch.device("cpu"))
+    """Pseudo-labels of every unlabelled city of an OSCD root by the change model ``teacher`` (with its
+    ``config``), written to ``folder`` as ``<city>.tif`` (see :func:`pseudo_label`); returns the files."""
     stats = BandStats.from_dict(config["normalization"])
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,10 +54,8 @@ def label_unlabelled_cities(teacher: str | Path, data_root: str | Path, folder: 
     for city in oscd_cities(data_root, labelled=False):
         if city.label is not None:
             continue
-        x1, x2, valid = read_city_pair(city, config["bands"])
-        if uses_matching(config):
-            x2 = match_dates(x1, x2, valid).apply(x2)
-        prob = predict_probability(model, stats.apply(x1, valid), stats.apply(x2, valid))
+        x1, x2, valid = normalised_pair(city, config["bands"], stats, uses_matching(config))
+        prob = predict_probability(teacher, x1, x2)
         label = pseudo_label(np.where(valid, prob, np.nan), negative, positive)
         written.append(folder / f"{city.name}.tif")
         write_pseudo_label(label, next(city.t1.glob("*_B02.tif")), written[-1])
@@ -89,9 +85,7 @@ def load_pseudo_cities(data_root: str | Path, folder: str | Path, bands: Sequenc
     """
     stacks = []
     for city in oscd_cities(data_root, pseudo_label_cities(folder), labelled=False):
-        x1, x2, valid = read_city_pair(city, bands)
-        if match:
-            x2 = match_dates(x1, x2, valid).apply(x2)
+        x1, x2, valid = normalised_pair(city, bands, stats, match)
         path = Path(folder) / f"{city.name}.tif"
         with rasterio.open(path) as ds:
             label = ds.read(1)
@@ -99,5 +93,5 @@ def load_pseudo_cities(data_root: str | Path, folder: str | Path, bands: Sequenc
             raise RasterReadError(f"'{path}' is {label.shape[1]}x{label.shape[0]} px but the B02 grid of "
                                   f"'{city.t1}' is {valid.shape[1]}x{valid.shape[0]}; it was made for other images")
         label = np.where(valid, label, IGNORE).astype(np.uint8)
-        stacks.append(CityStack(f"{city.name} (pseudo)", stats.apply(x1, valid), stats.apply(x2, valid), label))
+        stacks.append(CityStack(f"{city.name} (pseudo)", x1, x2, label))
     return stacks
