@@ -95,6 +95,13 @@ def user_os_error(error: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``swimdiff`` console script."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # a second Ctrl-C while a stopped run was already ending: exit quietly
+        return EXIT_CANCELLED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     # GDAL caches up to 5 % of RAM in blocks by default, so peak memory would grow with the raster
     # size; tile-by-tile work needs only a few blocks. Users can still set their own value.
     os.environ.setdefault("GDAL_CACHEMAX", "256")  # MB

@@ -513,6 +513,25 @@ def test_double_ctrl_c_on_the_command_line_leaves_nothing(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t1.tif", "t2.tif"]
 
 
+def test_a_second_ctrl_c_while_a_stopped_run_reports_exits_without_a_traceback(tmp_path, monkeypatch) -> None:
+    """The window the real run above can hit by chance: the first Ctrl-C stopped the job, the second lands
+    while the command line is reporting the stop (after the job restored Python's own Ctrl-C handler)."""
+    from core import cli
+    from core.commands import detect
+    from core.errors import Cancelled
+    from core.events import Reporter
+
+    def stopped(args: Any, reporter: Any) -> dict:
+        raise Cancelled("cva cancelled; nothing was written")
+
+    def second_ctrl_c(self: Any, kind: str, message: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detect, "_run_detect", stopped)
+    monkeypatch.setattr(Reporter, "error", second_ctrl_c)
+    assert cli.main(cva(tmp_path, make=True)) == 130
+
+
 # --- checkpoints, reports, JSON: the same promise ------------------------------------------------------
 
 def test_atomic_write_reports_a_full_disk_and_keeps_the_previous_file(tmp_path) -> None:
