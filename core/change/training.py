@@ -12,7 +12,7 @@ import copy
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from ..pretrain.scenes import shared_bands
 from ..pretrain.training import learning_rate
 from .losses import change_loss
 from .metrics import ChangeCounts, count_changes
+from .no_change import load_no_change_scene
 from .oscd import oscd_cities
 from .patches import ChangePatchDataset, CityStack, load_city, read_city_pair, split_rows
 from .predict import predict_probability
@@ -197,6 +198,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
                     eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0, jitter: float = 0.0,
                     pseudo_labels: str | Path | None = None, match: bool = False, change_share: float = 0.5,
+                    no_change_scenes: Sequence[str | Path] = (), assume_band_names: Sequence[str] = (),
                     progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> FinetuneResult:
@@ -208,6 +210,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     ``val_fraction`` > 0 also validates on the bottom rows of every training city, which training
     patches then never touch (see :func:`~core.change.patches.split_rows`). ``pseudo_labels`` is a folder
     of ``<city>.tif`` pseudo-labels (see :mod:`~core.change.pseudo`): more training cities, never validated on.
+    ``no_change_scenes`` are folders of dated rasters whose seasonal pairs are trained on as "no change"
+    (:mod:`~core.change.no_change`; ``assume_band_names`` names their unnamed bands), never validated on.
     ``match`` maps every t2 onto its t1 before normalising (:mod:`~core.change.matching`), here and wherever
     the model is used.
 
@@ -241,7 +245,9 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         train_stacks = [train_part for train_part, _ in splits]
         val_stacks += [val_part for _, val_part in splits]
     pseudo_stacks = load_pseudo_cities(data_root, pseudo_labels, bands, stats, match) if pseudo_labels else []
-    train_stacks += pseudo_stacks
+    quiet_stacks = [s for folder in no_change_scenes
+                    for s in load_no_change_scene(folder, bands, stats, match, assume_band_names)]
+    train_stacks += pseudo_stacks + quiet_stacks
 
     torch.manual_seed(train.seed)
     model = encoder_network(arch, len(bands), weights, encoder_dir).to(device)
@@ -274,6 +280,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
             "train_cities": train_cities, "val_cities": val_cities, "val_fraction": val_fraction,
             "pseudo_labels": str(pseudo_labels) if pseudo_labels else None,
             "pseudo_cities": [s.name for s in pseudo_stacks],
+            "no_change_scenes": [str(f) for f in no_change_scenes], "no_change_pairs": [s.name for s in quiet_stacks],
             "device": describe_device(device),
             "seconds": round(seconds, 1),
         },

@@ -58,6 +58,13 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--pseudo-labels", default=None, metavar="DIR",
                    help="self-training: a folder of <city>.tif pseudo-labels (0 no change, 1 change, 255 ignored) "
                         "for cities of --data; they are trained on, never validated on")
+    p.add_argument("--no-change-scene", action="append", default=[], metavar="DIR",
+                   help="a folder of dated rasters of a place where nothing of interest changed (e.g. fields "
+                        "through the seasons): pairs of its dates half the series apart are trained on as 'no "
+                        "change', never validated on; repeat for several places")
+    p.add_argument("--assume-band-names", default="", metavar="NAMES",
+                   help="names of the unnamed bands of --no-change-scene rasters, in file order: l2a, l1c or a "
+                        "list such as B02,B03,B04,B08")
     p.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=t.seed, help="seed of patches and initialisation")
     p.set_defaults(run=_run_finetune_change)
@@ -66,7 +73,7 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
 def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
     from ..change.training import finetune_change
     from ..config import TrainConfig
-    from ..io.bands import parse_band_list
+    from ..io.bands import assumed_band_names, parse_band_list
 
     train = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed)
     with StopOnSignal() as stop:
@@ -76,7 +83,8 @@ def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
                                  patch_size=args.patch_size, eval_every=args.eval_every, ema=args.ema,
                                  val_fraction=args.val_fraction, jitter=args.jitter,
                                  pseudo_labels=args.pseudo_labels, match=args.match_dates,
-                                 change_share=args.change_share,
+                                 change_share=args.change_share, no_change_scenes=args.no_change_scene,
+                                 assume_band_names=assumed_band_names(args.assume_band_names),
                                  progress=reporter.progress, should_stop=stop, on_metrics=reporter.metric)
     logger.info("best validation F1 %.3f at step %d (threshold %.2f); model in %s",
                 result.val_scores.get("f1", float("nan")), result.best_step, result.threshold, result.out_dir)
