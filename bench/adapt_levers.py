@@ -2,9 +2,13 @@
 
 For each labelled city: polygons from its top half (as ``make bench-adapt``), one start model, several training
 recipes; every recipe's final weights and val-selected weights are scored on the bottom half at several
-threshold policies (chosen on the held-out polygons, on all labelled pixels, the model's own, the oracle).
+threshold policies (chosen on the held-out polygons, on all labelled pixels, the model's own, the oracle, and
+steadier rules on the held-out polygons: the middle of the thresholds within 0.02 of the best F1 (``plateau``),
+or the starting model's own unless the best beats it by 0.05 (``guard``)). ``--start cv`` starts each city from
+the ``make bench-cv`` fold model that never saw it (``--cv``, ``--seed``).
 
     .venv/bin/python bench/adapt_levers.py --data ../shared/data --variants base,frozen-bn [--cities a,b]
+        [--start shipped|random|cv|ENCODER_DIR] [--cv runs/cv/match-self-train]
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_adapt import top_half_polygons  # noqa: E402
+from bench.bench_adapt import start_model, top_half_polygons  # noqa: E402
 from core.change.adapt import ADAPT_TRAIN, LabelledPair, LabelledPatchDataset, _read_pair, starting_model  # noqa: E402
 from core.change.losses import change_loss  # noqa: E402
+from core.change.matching import uses_matching  # noqa: E402
 from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
 from core.change.oscd import oscd_cities  # noqa: E402
 from core.change.patches import CityStack, load_city  # noqa: E402
 from core.change.predict import predict_probability  # noqa: E402
-from core.change.training import THRESHOLDS, WeightAverage, best_threshold  # noqa: E402
+from core.change.training import THRESHOLDS, WeightAverage, best_threshold, pooled_counts  # noqa: E402
 from core.io.normalization import BandStats  # noqa: E402
 from core.models.siamese import SiameseUNet  # noqa: E402
 from core.pretrain.training import learning_rate  # noqa: E402
@@ -102,19 +107,37 @@ def validate(model: torch.nn.Module, val: list[CityStack]) -> tuple[float, Chang
     return best_threshold(probs, [v.label for v in val])
 
 
+PLATEAU = 0.02  # F1 within this of the best counts as the same
+GUARD = 0.05  # held-out F1 gain needed to leave the starting model's threshold
+
+
+def steady_thresholds(model: torch.nn.Module, val: list[CityStack], own: float) -> dict[str, float]:
+    """The held-out rules: best F1 (``val``), the middle of the near-best plateau, the guarded own threshold."""
+    probs, labels = labelled_probs(model.eval(), val)
+    f1 = np.array([pooled_counts(probs, labels, float(t)).f1 for t in THRESHOLDS])
+    best = float(THRESHOLDS[int(np.argmax(f1))])
+    near = THRESHOLDS[f1 >= f1.max() - PLATEAU]
+    gain = f1.max() - pooled_counts(probs, labels, own).f1
+    return {"val": best, "plateau": float(np.median(near)), "guard": best if gain >= GUARD else own}
+
+
 def labelled_probs(model: torch.nn.Module, stacks: list[CityStack]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return [predict_probability(model, s.x1, s.x2) for s in stacks], [s.label for s in stacks]
 
 
 def score_model(tag: str, m: torch.nn.Module, t_val: float, full: CityStack, half: int, trainset: CityStack,
                 val: CityStack, own: float, row: dict, bottom: np.ndarray, add) -> None:
-    """Bottom-half counts of ``m`` at the val-chosen, all-labelled-chosen, own and oracle thresholds."""
+    """Bottom-half counts of ``m`` at the val-chosen (the step's, and the steadier rules'), all-labelled-chosen,
+    own and oracle thresholds."""
     m.eval()
     p = predict_probability(m, full.x1, full.x2)[half:]
     t_all, _ = best_threshold(*labelled_probs(m, [trainset, val]))
     valid = full.label[half:] != 255
     truth = bottom * valid
-    for name, t in (("val", t_val), ("all", t_all), ("own", own)):
+    steady = steady_thresholds(m, [val], own)
+    row[f"{tag}/thresholds"] = {"val": t_val, **steady, "all": t_all}
+    for name, t in (("val", t_val), ("plateau", steady["plateau"]), ("guard", steady["guard"]), ("all", t_all),
+                    ("own", own)):
         row[f"{tag}/{name}"] = add(f"{tag}/{name}", count_changes((p > t) & valid, truth))
     best = max(THRESHOLDS, key=lambda t: count_changes((p > t) & valid, truth).f1)
     row[f"{tag}/oracle"] = add(f"{tag}/oracle", count_changes((p > best) & valid, truth))
@@ -125,7 +148,8 @@ def main() -> int:
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--cities", default="")
     parser.add_argument("--variants", default="base,frozen-bn")
-    parser.add_argument("--start", default="shipped", help="shipped, or an encoder folder, or random")
+    parser.add_argument("--start", default="shipped", help="shipped, random, cv, or an encoder folder")
+    parser.add_argument("--cv", default="runs/cv/match-self-train", help="--start cv: bench_cv's fold models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="")
     args = parser.parse_args()
@@ -137,6 +161,7 @@ def main() -> int:
 
     def add(key: str, counts: ChangeCounts) -> float:
         pooled[key] = pooled.get(key, ChangeCounts()) + counts
+        row_counts[key] = [counts.tp, counts.fp, counts.fn]  # so runs over several invocations can be pooled
         return counts.f1
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -144,23 +169,24 @@ def main() -> int:
             started = time.perf_counter()
             gpkg = Path(scratch) / f"{city.name}.gpkg"
             truth, half = top_half_polygons(city.label, next(city.t1.glob("*_B02.tif")), gpkg)
-            encoder = None if args.start in ("shipped", "random") else args.start
-            model, config, _ = starting_model(None, encoder, torch.device("cpu"))
+            encoder = None if args.start in ("shipped", "random", "cv") else args.start
+            model, config, _ = starting_model(start_model(city.name, args), encoder, torch.device("cpu"))
             if args.start == "random":  # the shipped model's bands and normalisation, fresh weights
                 torch.manual_seed(args.seed)
                 model = SiameseUNet(config["architecture"]["arch"], config["architecture"]["in_chans"])
             trainset, val, _ = _read_pair(LabelledPair(str(city.t1), str(city.t2), str(gpkg)), config, "change", 96,
                                           args.seed, (), "auto")
-            full = load_city(city, config["bands"], BandStats.from_dict(config["normalization"]))
+            full = load_city(city, config["bands"], BandStats.from_dict(config["normalization"]), uses_matching(config))
             bottom = truth[half:]
             own = float(config.get("threshold", 0.5))
-            row = {"city": city.name}
+            row_counts: dict[str, list[int]] = {}
+            row = {"city": city.name, "counts": row_counts}
 
             def score(tag: str, m: torch.nn.Module, t_val: float, ctx: tuple = (full, half, trainset, val, own, row,
                                                                                 bottom)) -> None:
                 score_model(tag, m, t_val, *ctx, add)
 
-            if args.start == "shipped":
+            if args.start in ("shipped", "cv"):
                 t0, _ = validate(model, [val])
                 score("start", model, t0)
             state = {k: v.clone() for k, v in model.state_dict().items()}
