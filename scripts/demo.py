@@ -69,7 +69,8 @@ def held_out_note(city: str, model: dict) -> str:
     note = f"  ({city} is one of the default model's {len(trained)} training cities, so this score is in-sample."
     if city in metrics.get("cv_per_city", {}):
         note += (f"\n   On a city it never saw, expect the cross-validated figure: F1 "
-                 f"{metrics['cv_per_city'][city]:.3f} for {city} from the fold model that held it out, "
+                 f"{metrics['cv_per_city'][city]:.3f} for {city} from the fold models that held it out "
+                 f"(mean over {len(metrics.get('cv_seeds', [0]))} seed(s)), "
                  f"{metrics['cv_f1']:.3f} pooled over all "
                  f"{len(metrics['cv_per_city'])} labelled cities; see docs/benchmarks.md")
     return note + ")"
