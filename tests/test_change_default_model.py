@@ -27,6 +27,8 @@ def test_the_default_model_is_small_and_records_how_it_was_made() -> None:
     assert "make default-model" in provenance["recreate"]
     # its quality claim is cross-validated: every city scored by a fold model that never saw it
     assert 0.0 < metrics["cv_f1"] <= 1.0 and sorted(metrics["cv_per_city"]) == sorted(CITIES)
+    assert len(metrics["cv_f1_per_seed"]) == len(metrics["cv_seeds"]) >= 2  # a spread, not one lucky seed
+    assert min(metrics["cv_f1_per_seed"]) <= metrics["cv_f1"] <= max(metrics["cv_f1_per_seed"])
     assert "out-of-fold" in metrics["threshold_rule"] and 0.0 < CONFIG["threshold"] < 1.0
 
 
