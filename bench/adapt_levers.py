@@ -111,9 +111,9 @@ PLATEAU = 0.02  # F1 within this of the best counts as the same
 GUARD = 0.05  # held-out F1 gain needed to leave the starting model's threshold
 
 
-def steady_thresholds(model: torch.nn.Module, val: list[CityStack], own: float) -> dict[str, float]:
-    """The held-out rules: best F1 (``val``), the middle of the near-best plateau, the guarded own threshold."""
-    probs, labels = labelled_probs(model.eval(), val)
+def steady_thresholds(probs: list[np.ndarray], labels: list[np.ndarray], own: float) -> dict[str, float]:
+    """The held-out rules on the held-out pixels' probabilities: best F1 (``val``), the middle of the near-best
+    plateau, the guarded own threshold."""
     f1 = np.array([pooled_counts(probs, labels, float(t)).f1 for t in THRESHOLDS])
     best = float(THRESHOLDS[int(np.argmax(f1))])
     near = THRESHOLDS[f1 >= f1.max() - PLATEAU]
@@ -131,10 +131,11 @@ def score_model(tag: str, m: torch.nn.Module, t_val: float, full: CityStack, hal
     own and oracle thresholds."""
     m.eval()
     p = predict_probability(m, full.x1, full.x2)[half:]
-    t_all, _ = best_threshold(*labelled_probs(m, [trainset, val]))
+    probs, labels = labelled_probs(m, [trainset, val])  # the held-out part last
+    t_all, _ = best_threshold(probs, labels)
     valid = full.label[half:] != 255
     truth = bottom * valid
-    steady = steady_thresholds(m, [val], own)
+    steady = steady_thresholds(probs[1:], labels[1:], own)
     row[f"{tag}/thresholds"] = {"val": t_val, **steady, "all": t_all}
     for name, t in (("val", t_val), ("plateau", steady["plateau"]), ("guard", steady["guard"]), ("all", t_all),
                     ("own", own)):
