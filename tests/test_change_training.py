@@ -11,7 +11,7 @@ import torch
 from conftest import make_oscd
 from core.change.losses import change_loss
 from core.change.patches import ChangePatchDataset, CityStack, split_rows
-from core.change.training import WeightAverage, best_threshold, load_change_model
+from core.change.training import WeightAverage, best_threshold, change_step, load_change_model, parameter_groups
 from core.cli import main
 from core.models.siamese import SiameseUNet
 
@@ -79,6 +79,50 @@ def test_finetune_then_evaluate_from_a_pretrained_encoder(tmp_path, capsys) -> N
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert set(scores["pooled"]) >= {"precision", "recall", "f1", "iou"}
     assert (report / "gamma.png").read_bytes()[:4] == b"\x89PNG" and "| gamma |" in (report / "report.md").read_text()
+
+
+def test_finetune_on_some_of_the_encoders_bands_keeps_their_weights_and_statistics(tmp_path, capsys) -> None:
+    root = make_oscd(tmp_path / "oscd", cities=("alpha", "beta"))
+    encoder = tmp_path / "encoder"
+    assert main(["pretrain", "--data", str(root / "images" / "alpha"), "--out", str(encoder), "--steps", "1",
+                 "--batch-size", "4", "--patch-size", "32", "--queue-size", "16", "--num-workers", "0",
+                 "--bands", "B02,B03,B04"]) == 0
+    args = ["finetune-change", "--data", str(root), "--encoder", str(encoder), "--cities", "alpha",
+            "--val-cities", "beta", "--steps", "1", "--batch-size", "2", "--patch-size", "32", "--events", "jsonl"]
+    assert main([*args, "--out", str(tmp_path / "nir"), "--bands", "B04,B08"]) == 2
+    error = json.loads(capsys.readouterr().out.splitlines()[-1])["message"]
+    assert "B08" in error and "B02,B03,B04" in error and not (tmp_path / "nir" / "config.json").exists()
+
+    assert main([*args, "--out", str(tmp_path / "change"), "--bands", "B04,B02"]) == 0
+    _, config = load_change_model(tmp_path / "change", torch.device("cpu"))
+    pretrained = json.loads((encoder / "config.json").read_text())["normalization"]
+    assert config["bands"] == config["normalization"]["bands"] == ["B04", "B02"]
+    assert config["normalization"]["mean"] == [pretrained["mean"][2], pretrained["mean"][0]]
+    assert config["architecture"]["in_chans"] == 2
+
+
+def test_a_band_subset_of_a_pretrained_encoder_is_the_encoder_fed_zeros_for_the_others() -> None:
+    full = SiameseUNet("resnet18", in_chans=3).eval()
+    weights = {f"encoder_q.{k}": v for k, v in full.encoder.state_dict().items()}
+    part = SiameseUNet("resnet18", in_chans=2).eval()
+    part.load_pretrained_encoder(weights, channels=[2, 0])
+    x = torch.randn(1, 2, 32, 32)
+    padded = torch.cat([x[:, 1:2], torch.zeros(1, 1, 32, 32), x[:, 0:1]], dim=1)  # bands 2, 0 -> 0, (1 at 0), 2
+    with torch.no_grad():
+        torch.testing.assert_close(part.encoder(x)[-1], full.encoder(padded)[-1])
+
+
+def test_the_encoder_learns_at_its_share_of_the_learning_rate() -> None:
+    model = SiameseUNet("resnet18", in_chans=2)
+    groups = parameter_groups(model, encoder_lr_scale=0.1)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    batch = {"x1": torch.randn(2, 2, 32, 32), "x2": torch.randn(2, 2, 32, 32),
+             "label": (torch.rand(2, 32, 32) > 0.9).float()}
+    change_step(model, optimizer, batch, lr=0.02, device=torch.device("cpu"))
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.002, 0.02])
+    model.encoder.requires_grad_(False)  # --freeze-encoder: only the decoder's group is left
+    assert [g["lr_scale"] for g in parameter_groups(model, 0.1)] == [1.0]
 
 
 def test_evaluate_cva_needs_no_model_and_finds_planted_blocks(tmp_path) -> None:

@@ -25,7 +25,7 @@ from .. import __version__
 from ..checkpoint import PRETRAIN_KIND, load_model, load_weights, save_model
 from ..config import TrainConfig
 from ..device import describe_device, resolve_device
-from ..errors import Cancelled, CheckpointFormatError, ConfigError, OutputError
+from ..errors import BandMismatchError, Cancelled, CheckpointFormatError, ConfigError, OutputError
 from ..history import write_csv
 from ..io.normalization import BandStats, estimate_band_stats
 from ..io.output_paths import check_writable
@@ -81,8 +81,9 @@ def pretrained_encoder(encoder_dir: str | Path | None) -> tuple[dict[str, torch.
 
 
 def encoder_network(arch: str, in_chans: int, weights: dict[str, torch.Tensor] | None,
-                    encoder_dir: str | Path | None) -> SiameseUNet:
-    """A new Siamese U-Net whose encoder starts from a pre-trained model's weights (random without them).
+                    encoder_dir: str | Path | None, channels: Sequence[int] | None = None) -> SiameseUNet:
+    """A new Siamese U-Net whose encoder starts from a pre-trained model's weights (random without them);
+    ``channels``: the pre-trained encoder's input channels that this model's ``in_chans`` bands are (None: all).
 
     Raises:
         CheckpointFormatError: the weights hold no encoder that fits.
@@ -90,10 +91,28 @@ def encoder_network(arch: str, in_chans: int, weights: dict[str, torch.Tensor] |
     model = SiameseUNet(arch, in_chans)
     if weights is not None:
         try:
-            model.load_pretrained_encoder(weights)
+            model.load_pretrained_encoder(weights, channels)
         except KeyError as error:
             raise CheckpointFormatError(f"--encoder '{encoder_dir}': {error}") from error
     return model
+
+
+def encoder_bands(encoder_bands: Sequence[str], requested: Sequence[str] | None,
+                  encoder_dir: str | Path | None) -> tuple[list[str], list[int] | None]:
+    """The bands a change model on a pre-trained encoder uses and their indices among the encoder's inputs:
+    all of the encoder's (None) or the ``requested`` ones (``--bands``), which must be some of them.
+
+    Raises:
+        BandMismatchError: a requested band is not one of the encoder's.
+    """
+    encoder_bands = list(encoder_bands)
+    if not requested:
+        return encoder_bands, None
+    unknown = [b for b in requested if b not in encoder_bands]
+    if unknown:
+        raise BandMismatchError(f"--bands {','.join(requested)}: the encoder '{encoder_dir}' was pre-trained on "
+                                f"{','.join(encoder_bands)}, not on {','.join(unknown)}; choose among its bands")
+    return list(requested), [encoder_bands.index(b) for b in requested]
 
 
 def new_model_folder(out_dir: str | Path) -> Path:
@@ -133,7 +152,7 @@ def change_step(model: SiameseUNet, optimizer: torch.optim.Optimizer, batch: dic
 
     Args:
         batch: ``{"x1", "x2"}`` (N, C, h, w) and ``"label"`` (N, h, w; 0, 1 or 255 = ignore).
-        lr: the learning rate of this step.
+        lr: the learning rate of this step (times each parameter group's ``lr_scale``).
         average: the weight average to update after the step (None: none).
         freeze_encoder: keep the encoder in eval mode (its batch-norm statistics fixed).
     """
@@ -141,7 +160,7 @@ def change_step(model: SiameseUNet, optimizer: torch.optim.Optimizer, batch: dic
     if freeze_encoder:
         model.encoder.eval()
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     logits = model(batch["x1"].to(device), batch["x2"].to(device))  # (N, 1, h, w)
     loss = change_loss(logits, batch["label"].to(device))
     optimizer.zero_grad(set_to_none=True)
@@ -152,14 +171,25 @@ def change_step(model: SiameseUNet, optimizer: torch.optim.Optimizer, batch: dic
     return float(loss.detach())
 
 
+def parameter_groups(model: SiameseUNet, encoder_lr_scale: float) -> list[dict[str, Any]]:
+    """The trainable parameters in two optimiser groups: the encoder's, whose learning rate is ``encoder_lr_scale``
+    times the rest's (a pre-trained encoder moved less keeps more of what pre-training learnt), and the rest."""
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+    ids = {id(p) for p in model.encoder.parameters()}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    return [g for g in ({"params": encoder, "lr_scale": encoder_lr_scale}, {"params": rest, "lr_scale": 1.0})
+            if g["params"]]
+
+
 def train_steps(model: SiameseUNet, loader: DataLoader, train: TrainConfig, device: torch.device,
                 val_stacks: list[CityStack], eval_every: int, ema: float, best: dict[str, Any],
-                freeze_encoder: bool = False, job: str = "fine-tuning",
+                freeze_encoder: bool = False, encoder_lr_scale: float = 1.0, job: str = "fine-tuning",
                 progress: Callable[[float, str], None] | None = None, should_stop: Callable[[], bool] | None = None,
                 on_metrics: Callable[[int, dict[str, float]], None] | None = None,
                 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Optimise ``model`` on the loader's batches (AdamW, warm-up then cosine decay, a weight average of decay
-    ``ema`` that is validated and kept), validating every ``eval_every`` steps and at the end.
+    """Optimise ``model`` on the loader's batches (AdamW, warm-up then cosine decay, the encoder's learning rate
+    ``encoder_lr_scale`` times the rest's, a weight average of decay ``ema`` that is validated and kept),
+    validating every ``eval_every`` steps and at the end.
 
     Args:
         best: the best record so far (see :func:`validation_row`), e.g. the starting model's.
@@ -170,7 +200,7 @@ def train_steps(model: SiameseUNet, loader: DataLoader, train: TrainConfig, devi
     Raises:
         Cancelled: ``should_stop`` said so; nothing was written.
     """
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
+    optimizer = torch.optim.AdamW(parameter_groups(model, encoder_lr_scale), lr=train.lr,
                                   weight_decay=train.weight_decay)
     average = WeightAverage(model, ema) if ema > 0 else None
     history: list[dict[str, float]] = []
@@ -198,6 +228,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
                     eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0, jitter: float = 0.0,
                     pseudo_labels: str | Path | None = None, match: bool = False, change_share: float = 0.5,
+                    encoder_lr_scale: float = 1.0,
                     no_change_scenes: Sequence[str | Path] = (), assume_band_names: Sequence[str] = (),
                     progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
@@ -212,6 +243,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     of ``<city>.tif`` pseudo-labels (see :mod:`~core.change.pseudo`): more training cities, never validated on.
     ``no_change_scenes`` are folders of dated rasters whose seasonal pairs are trained on as "no change"
     (:mod:`~core.change.no_change`; ``assume_band_names`` names their unnamed bands), never validated on.
+    ``encoder_lr_scale`` is the encoder's learning rate as a multiple of ``train.lr``.
     ``match`` maps every t2 onto its t1 before normalising (:mod:`~core.change.matching`), here and wherever
     the model is used.
 
@@ -223,20 +255,24 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         raise ConfigError(f"--val-fraction {val_fraction} is out of range; use 0 (none) to 0.5, e.g. 0.25")
     if not 0.0 <= change_share <= 1.0:
         raise ConfigError(f"--change-share {change_share} is out of range; use 0 (patches anywhere) to 1, e.g. 0.5")
+    if not 0.0 < encoder_lr_scale <= 10.0:
+        raise ConfigError(f"--encoder-lr-scale {encoder_lr_scale} is out of range; use a share of --lr above 0, e.g. "
+                          "0.1 (1: the same; --freeze-encoder to keep the encoder fixed)")
     if not 0.0 <= ema < 1.0:
         raise ConfigError(f"--ema {ema} is out of range; use 0 (off) or a decay below 1, e.g. 0.98")
     out_dir = new_model_folder(out_dir)
     report = progress or (lambda fraction, message: None)
     device = resolve_device(train.device)
     weights, encoder_config = pretrained_encoder(encoder_dir)
+    channels = None
     if encoder_config:
         arch = encoder_config["architecture"]["arch"]
-        bands = list(encoder_config["bands"])
+        bands, channels = encoder_bands(encoder_config["bands"], bands, encoder_dir)
     train_set = oscd_cities(data_root, train_cities)
     val_set = oscd_cities(data_root, val_cities) if val_cities else []
     bands = bands or shared_bands(train_set[0].dates())
     report(0.0, f"reading {len(train_set) + len(val_set)} cities on {describe_device(device)}")
-    stats = (BandStats.from_dict(encoder_config["normalization"]) if encoder_config
+    stats = (BandStats.from_dict(encoder_config["normalization"]).subset(bands) if encoder_config
              else estimate_band_stats(bands, (read_city_pair(c, bands)[0::2] for c in train_set)))
     train_stacks = [load_city(c, bands, stats, match) for c in train_set]
     val_stacks = [load_city(c, bands, stats, match) for c in val_set]
@@ -250,7 +286,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     train_stacks += pseudo_stacks + quiet_stacks
 
     torch.manual_seed(train.seed)
-    model = encoder_network(arch, len(bands), weights, encoder_dir).to(device)
+    model = encoder_network(arch, len(bands), weights, encoder_dir, channels).to(device)
     if freeze_encoder:
         model.encoder.requires_grad_(False)
     dataset = ChangePatchDataset(train_stacks, patch_size, train.steps * train.batch_size, seed=train.seed,
@@ -258,6 +294,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     loader = DataLoader(dataset, batch_size=train.batch_size, num_workers=0, shuffle=False)
     best: dict[str, Any] = {"f1": -1.0, "step": 0, "threshold": 0.5, "state": None, "scores": {}}
     best, history = train_steps(model, loader, train, device, val_stacks, eval_every, ema, best, freeze_encoder,
+                                encoder_lr_scale,
                                 progress=report, should_stop=should_stop, on_metrics=on_metrics)
     seconds = time.perf_counter() - started
     config = {
@@ -273,6 +310,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
         "ema": ema,
         "jitter": jitter,
         "change_share": change_share,
+        "encoder_lr_scale": encoder_lr_scale,
         "provenance": {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "swimdiff_version": __version__,
             "encoder": str(encoder_dir) if encoder_dir else None,

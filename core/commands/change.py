@@ -37,8 +37,9 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--val-cities", default="", help="comma-separated validation cities")
     p.add_argument("--val-fraction", type=float, default=0.25,
                    help="also validate on the bottom rows of every training city (a spatial hold-out; 0: off)")
-    p.add_argument("--bands", default="", help="bands to use without --encoder (default: all both dates share); "
-                                              "with --encoder its bands are used")
+    p.add_argument("--bands", default="", help="bands to use (default: without --encoder all both dates share, "
+                                              "with --encoder all of its bands; with --encoder, some of its "
+                                              "bands, e.g. B02,B03,B04,B08: its first layer keeps theirs)")
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     p.add_argument("--steps", type=int, default=600, help="optimisation steps")
     p.add_argument("--batch-size", type=int, default=8, help="patch pairs per step")
@@ -52,6 +53,8 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--change-share", type=float, default=0.5,
                    help="share of training patches centred on a changed pixel (the rest anywhere; changes cover "
                         "0.3-4 %% of OSCD pixels)")
+    p.add_argument("--encoder-lr-scale", type=float, default=1.0,
+                   help="the encoder's learning rate as a share of --lr (e.g. 0.1: a pre-trained encoder moves less)")
     p.add_argument("--match-dates", action="store_true",
                    help="map every t2 onto its t1 (per band, median and 16-84 percentile range) before normalising, "
                         "so global differences between the dates are not change; the model then does it everywhere")
@@ -83,7 +86,8 @@ def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
                                  patch_size=args.patch_size, eval_every=args.eval_every, ema=args.ema,
                                  val_fraction=args.val_fraction, jitter=args.jitter,
                                  pseudo_labels=args.pseudo_labels, match=args.match_dates,
-                                 change_share=args.change_share, no_change_scenes=args.no_change_scene,
+                                 change_share=args.change_share, encoder_lr_scale=args.encoder_lr_scale,
+                                 no_change_scenes=args.no_change_scene,
                                  assume_band_names=assumed_band_names(args.assume_band_names),
                                  progress=reporter.progress, should_stop=stop, on_metrics=reporter.metric)
     logger.info("best validation F1 %.3f at step %d (threshold %.2f); model in %s",

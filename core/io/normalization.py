@@ -108,6 +108,12 @@ class BandStats:
                                         f"{', '.join(VALUE_SCALES)}: re-create the model or fix its config.json")
         return cls(tuple(data["bands"]), tuple(map(float, data["mean"])), tuple(map(float, data["std"])), scale)
 
+    def subset(self, bands: Sequence[str]) -> BandStats:
+        """The statistics of some of these bands, in the given order."""
+        index = [self.bands.index(b) for b in bands]
+        return replace(self, bands=tuple(bands), mean=tuple(self.mean[i] for i in index),
+                       std=tuple(self.std[i] for i in index))
+
     def apply(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Normalise a (C, h, w) array; invalid pixels become 0 (the band mean)."""
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]  # (C, 1, 1)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .encoder import Encoder, pool
+from .encoder import Encoder, pool, pretrained_encoder_state
 
 
 class Classifier(nn.Module):
@@ -60,28 +60,10 @@ class Classifier(nn.Module):
 
     def load_pretrained_encoder(self, weights: dict[str, torch.Tensor], channels: Sequence[int] | None = None,
                                 prefix: str = "encoder_q.") -> int:
-        """Copy a pre-trained query encoder into this encoder, keeping only some input channels.
-
-        Args:
-            weights: a ``swimdiff pretrain`` model's tensors.
-            channels: indices of the pre-trained encoder's input channels that this encoder's inputs
-                are, in order (None: all of them). The first convolution's weight (O, C_pre, k, k)
-                becomes (O, len(channels), k, k).
-            prefix: where the encoder's tensors live in ``weights``.
-
-        Returns:
-            The number of tensors loaded.
+        """Copy a pre-trained query encoder into this encoder, keeping only some input channels (see
+        :func:`~core.models.encoder.pretrained_encoder_state`); returns tensors loaded.
 
         Raises:
             KeyError: no encoder under ``prefix``, or weights that do not fit this architecture.
         """
-        state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        if not state:
-            raise KeyError(f"no weights start with '{prefix}'")
-        first = next(k for k, v in self.encoder.state_dict().items() if v.ndim == 4)  # the stem convolution
-        if channels is not None and first in state:
-            state[first] = state[first][:, list(channels)].clone()  # (O, C, k, k)
-        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise KeyError(f"encoder weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        return len(state)
+        return pretrained_encoder_state(weights, self.encoder, channels, prefix)

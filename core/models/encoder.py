@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import timm
@@ -47,3 +48,32 @@ class ProjectionHead(nn.Module):
 def pool(feature: torch.Tensor) -> torch.Tensor:
     """Global average pooling, (N, C, h, w) -> (N, C)."""
     return feature.mean(dim=(2, 3))
+
+
+def pretrained_encoder_state(weights: dict[str, torch.Tensor], encoder: nn.Module,
+                             channels: Sequence[int] | None = None, prefix: str = "encoder_q.") -> int:
+    """Load a pre-trained query encoder's tensors into ``encoder``, keeping only some input channels.
+
+    Args:
+        weights: a ``swimdiff pretrain`` model's tensors.
+        channels: indices of the pre-trained encoder's input channels that ``encoder``'s inputs are, in
+            order (None: all of them). The stem convolution's weight (O, C_pre, k, k) becomes
+            (O, len(channels), k, k): dropping a centred (normalised) input is feeding it its mean.
+        prefix: where the encoder's tensors live in ``weights``.
+
+    Returns:
+        The number of tensors loaded.
+
+    Raises:
+        KeyError: no encoder under ``prefix``, or weights that do not fit this architecture.
+    """
+    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    if not state:
+        raise KeyError(f"no weights start with '{prefix}'")
+    first = next(k for k, v in encoder.state_dict().items() if v.ndim == 4)  # the stem convolution
+    if channels is not None and first in state:
+        state[first] = state[first][:, list(channels)].clone()  # (O, C, k, k)
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise KeyError(f"encoder weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return len(state)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import Encoder
+from .encoder import Encoder, pretrained_encoder_state
 
 
 class DecoderBlock(nn.Module):
@@ -65,16 +65,13 @@ class SiameseUNet(nn.Module):
         logits = self.head(h)  # (N, 1, H/2, W/2)
         return F.interpolate(logits, size=x1.shape[-2:], mode="bilinear", align_corners=False)
 
-    def load_pretrained_encoder(self, weights: dict[str, torch.Tensor], prefix: str = "encoder_q.") -> int:
-        """Copy a SwiMDiff checkpoint's query encoder into this encoder; returns tensors loaded.
+    def load_pretrained_encoder(self, weights: dict[str, torch.Tensor], channels: Sequence[int] | None = None,
+                                prefix: str = "encoder_q.") -> int:
+        """Copy a SwiMDiff checkpoint's query encoder into this encoder (see
+        :func:`~core.models.encoder.pretrained_encoder_state`: ``channels`` picks its input bands); returns
+        tensors loaded.
 
         Raises:
             KeyError: the checkpoint holds no encoder under ``prefix`` or it does not fit.
         """
-        state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-        if not state:
-            raise KeyError(f"no weights start with '{prefix}'")
-        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise KeyError(f"encoder weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        return len(state)
+        return pretrained_encoder_state(weights, self.encoder, channels, prefix)
