@@ -37,7 +37,13 @@ from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
 from core.change.oscd import oscd_cities  # noqa: E402
 from core.change.patches import CityStack, load_city  # noqa: E402
 from core.change.predict import predict_probability  # noqa: E402
-from core.change.training import THRESHOLDS, WeightAverage, best_threshold, pooled_counts  # noqa: E402
+from core.change.training import (  # noqa: E402
+    THRESHOLDS,
+    WeightAverage,
+    best_threshold,
+    parameter_groups,
+    pooled_counts,
+)
 from core.io.normalization import BandStats  # noqa: E402
 from core.models.siamese import SiameseUNet  # noqa: E402
 from core.pretrain.training import learning_rate  # noqa: E402
@@ -51,6 +57,7 @@ class Recipe:
     ema: float = 0.9
     batch: int = 8
     decoder_only: bool = False
+    encoder_lr: float = 1.0  # the encoder's learning rate as a share of lr (finetune-change --encoder-lr-scale)
 
 
 RECIPES = {
@@ -59,6 +66,8 @@ RECIPES = {
     "frozen-bn-long": Recipe(frozen_bn=True, steps=300, lr=4e-4),
     "long": Recipe(steps=300, lr=4e-4),
     "decoder": Recipe(frozen_bn=True, decoder_only=True, steps=300, lr=1e-3),
+    "enclr": Recipe(encoder_lr=0.1),
+    "enclr-long": Recipe(encoder_lr=0.1, steps=300, lr=4e-4),
 }
 
 
@@ -75,8 +84,8 @@ def train(model: torch.nn.Module, stacks: list[CityStack], recipe: Recipe, val: 
     side = min(96, *(min(t.shape) for t in stacks)) // 16 * 16
     loader = DataLoader(LabelledPatchDataset(stacks, side, recipe.steps * recipe.batch, seed=seed),
                         batch_size=recipe.batch, num_workers=0)
-    params = [p for n, p in model.named_parameters() if not (recipe.decoder_only and n.startswith("encoder."))]
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4)
+    model.encoder.requires_grad_(not recipe.decoder_only)
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.encoder_lr), lr=recipe.lr, weight_decay=1e-4)
     average = WeightAverage(model, recipe.ema)
     cfg = replace(ADAPT_TRAIN, steps=recipe.steps, lr=recipe.lr)
     t0, c0 = validate(model, val)
@@ -86,7 +95,7 @@ def train(model: torch.nn.Module, stacks: list[CityStack], recipe: Recipe, val: 
         if recipe.frozen_bn:
             bn_eval(model)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step - 1, recipe.steps, cfg)
+            group["lr"] = learning_rate(step - 1, recipe.steps, cfg) * group["lr_scale"]
         loss = change_loss(model(batch["x1"], batch["x2"]), batch["label"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -91,8 +91,9 @@ def fold_model(recipe: str, flags: list[str], fold: int, seed: int, args: argpar
             flags = [f.replace("{pseudo}", folder) for f in flags]
         model.parent.mkdir(parents=True, exist_ok=True)
         train = ",".join(c for c in CITIES if c not in FOLDS[fold])
-        swimdiff(["finetune-change", "--data", str(Path(args.data) / "oscd"), "--out", str(model), "--encoder",
-                  args.encoder, "--cities", train, "--val-fraction", "0.25", "--steps", str(args.steps),
+        start = [] if args.encoder == "none" else ["--encoder", args.encoder]
+        swimdiff(["finetune-change", "--data", str(Path(args.data) / "oscd"), "--out", str(model), *start,
+                  "--cities", train, "--val-fraction", "0.25", "--steps", str(args.steps),
                   "--eval-every", "50", "--seed", str(seed), *flags], model.parent / f"fold{fold}-s{seed}.log")
     return model
 
@@ -185,7 +186,8 @@ def pooled(per_city: dict[str, ChangeCounts]) -> ChangeCounts:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--encoder", required=True, help="pre-trained encoder folder every fold starts from")
+    parser.add_argument("--encoder", required=True, help="pre-trained encoder folder every fold starts from "
+                                                         "('none': random weights; give --bands in the recipe)")
     parser.add_argument("--out", default=str(REPO / "runs" / "cv"))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--steps", type=int, default=600)
