@@ -97,22 +97,23 @@ def encoder_network(arch: str, in_chans: int, weights: dict[str, torch.Tensor] |
     return model
 
 
-def encoder_bands(encoder_bands: Sequence[str], requested: Sequence[str] | None,
+def encoder_bands(pretrained: Sequence[str], requested: Sequence[str] | None,
                   encoder_dir: str | Path | None) -> tuple[list[str], list[int] | None]:
     """The bands a change model on a pre-trained encoder uses and their indices among the encoder's inputs:
-    all of the encoder's (None) or the ``requested`` ones (``--bands``), which must be some of them.
+    all of the encoder's (``pretrained``; indices None) or the ``requested`` ones (``--bands``), in their order,
+    which must be some of them (unlike :func:`~core.io.band_mapping.map_bands`, which drops unknown bands).
 
     Raises:
         BandMismatchError: a requested band is not one of the encoder's.
     """
-    encoder_bands = list(encoder_bands)
+    pretrained = list(pretrained)
     if not requested:
-        return encoder_bands, None
-    unknown = [b for b in requested if b not in encoder_bands]
+        return pretrained, None
+    unknown = [b for b in requested if b not in pretrained]
     if unknown:
         raise BandMismatchError(f"--bands {','.join(requested)}: the encoder '{encoder_dir}' was pre-trained on "
-                                f"{','.join(encoder_bands)}, not on {','.join(unknown)}; choose among its bands")
-    return list(requested), [encoder_bands.index(b) for b in requested]
+                                f"{','.join(pretrained)}, not on {','.join(unknown)}; choose among its bands")
+    return list(requested), [pretrained.index(b) for b in requested]
 
 
 def new_model_folder(out_dir: str | Path) -> Path:
@@ -175,8 +176,7 @@ def parameter_groups(model: SiameseUNet, encoder_lr_scale: float) -> list[dict[s
     """The trainable parameters in two optimiser groups: the encoder's, whose learning rate is ``encoder_lr_scale``
     times the rest's (a pre-trained encoder moved less keeps more of what pre-training learnt), and the rest."""
     encoder = [p for p in model.encoder.parameters() if p.requires_grad]
-    ids = {id(p) for p in model.encoder.parameters()}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    rest = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("encoder.")]
     return [g for g in ({"params": encoder, "lr_scale": encoder_lr_scale}, {"params": rest, "lr_scale": 1.0})
             if g["params"]]
 
