@@ -19,6 +19,7 @@ extra ``finetune-change`` flags (``--recipe NAME=FLAGS``). Self-training: ``{pse
 the folder of pseudo-labels that the same fold and seed of the recipe ``--teacher`` wrote for the unlabelled
 OSCD cities (1 at probability >= ``--pseudo-positive``, 0 below ``--pseudo-negative``, ignored between), e.g.
 ``--recipe self-train="--pseudo-labels {pseudo}"``; the teacher saw only the fold's training cities.
+``--teacher-seeds 0,1``: the teacher is the average of its fold models of those seeds (an ensemble).
 
     .venv/bin/python bench/bench_cv.py --data ../shared/data --encoder runs/pretrain-1500 [--seeds 0,1]
 """
@@ -68,16 +69,21 @@ def swimdiff(args: list[str], log: Path) -> None:
 
 
 def pseudo_labels(fold: int, seed: int, args: argparse.Namespace) -> Path:
-    """The unlabelled OSCD cities labelled by the ``--teacher`` recipe's model of this fold and seed (made once)."""
-    teacher = Path(args.out) / args.teacher / f"fold{fold}-s{seed}"
-    folder = teacher / f"pseudo-{args.pseudo_negative:g}-{args.pseudo_positive:g}"
+    """The unlabelled OSCD cities labelled by the ``--teacher`` recipe's model of this fold and seed (made once), or
+    by the average of its models of this fold over ``--teacher-seeds`` (an ensemble teacher)."""
+    seeds = [int(s) for s in args.teacher_seeds.split(",")] if args.teacher_seeds else [seed]
+    teachers = [Path(args.out) / args.teacher / f"fold{fold}-s{s}" for s in seeds]
+    ensemble = Path(args.out) / args.teacher / f"fold{fold}-ensemble-s{'-'.join(map(str, seeds))}"
+    home = teachers[0] if len(seeds) == 1 else ensemble
+    folder = home / f"pseudo-{args.pseudo_negative:g}-{args.pseudo_positive:g}"
     if (folder / "done").exists():
         return folder
-    if not (teacher / "config.json").exists():
-        sys.exit(f"no teacher model '{teacher}'; run the recipe '{args.teacher}' with seed {seed} first")
-    model, config = load_change_model(teacher, torch.device("cpu"))
-    label_unlabelled_cities(model, config, Path(args.data) / "oscd", folder, args.pseudo_negative,
-                            args.pseudo_positive)
+    missing = [t for t in teachers if not (t / "config.json").exists()]
+    if missing:
+        sys.exit(f"no teacher model '{missing[0]}'; run the recipe '{args.teacher}' with its seed first")
+    loaded = [load_change_model(t, torch.device("cpu")) for t in teachers]
+    label_unlabelled_cities([m for m, _ in loaded], loaded[0][1], Path(args.data) / "oscd", folder,
+                            args.pseudo_negative, args.pseudo_positive)
     (folder / "done").touch()
     return folder
 
@@ -194,6 +200,8 @@ def main() -> int:
     parser.add_argument("--recipe", action="append", default=[],
                         help=f"NAME=finetune-change flags (default: 'match={SHIPPED_RECIPE}', the shipped recipe)")
     parser.add_argument("--teacher", default="default", help="recipe whose fold models make {pseudo} labels")
+    parser.add_argument("--teacher-seeds", default="", help="average the teacher's models of these seeds (e.g. 0,1; "
+                                                             "default: the student's own seed)")
     parser.add_argument("--pseudo-positive", type=float, default=0.5, help="pseudo-label 1 at this probability+")
     parser.add_argument("--pseudo-negative", type=float, default=0.05, help="pseudo-label 0 below this probability")
     parser.add_argument("--mask-clouds", action="store_true", help="add a row with cloudy pixels masked")

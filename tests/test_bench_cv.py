@@ -6,6 +6,7 @@ import argparse
 import shutil
 
 import numpy as np
+import pytest
 import rasterio
 import torch
 from test_change_adapt import tiny_change_model
@@ -54,12 +55,17 @@ def test_pseudo_labels_cover_the_unlabelled_cities_only(tmp_path) -> None:
     shutil.rmtree(root / "labels" / "gamma")  # an OSCD test city: images, no change mask
     tiny_change_model(tmp_path / "cv" / "default" / "fold0-s0")
     args = argparse.Namespace(data=str(tmp_path / "data"), out=str(tmp_path / "cv"), teacher="default",
-                              pseudo_negative=0.05, pseudo_positive=0.5)
+                              teacher_seeds="", pseudo_negative=0.05, pseudo_positive=0.5)
     folder = pseudo_labels(0, 0, args)
     assert sorted(p.name for p in folder.glob("*.tif")) == ["gamma.tif"] and (folder / "done").exists()
     with rasterio.open(folder / "gamma.tif") as ds:
         assert ds.shape == (64, 64) and set(np.unique(ds.read(1))) <= {0, 1, 255}
     assert pseudo_labels(0, 0, args) == folder  # made once
+    args.teacher_seeds = "0,1"  # an ensemble teacher: every seed's model must exist
+    with pytest.raises(SystemExit, match="fold0-s1"):
+        pseudo_labels(0, 0, args)
+    shutil.copytree(tmp_path / "cv" / "default" / "fold0-s0", tmp_path / "cv" / "default" / "fold0-s1")
+    assert pseudo_labels(0, 0, args).parent.name == "fold0-ensemble-s0-1"
 
 
 def test_the_shipping_threshold_is_the_best_over_all_out_of_fold_cities() -> None:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from conftest import make_oscd
-from core.change.pseudo import load_pseudo_cities, pseudo_label, pseudo_label_cities, write_pseudo_label
+from core.change.pseudo import (
+    label_unlabelled_cities,
+    load_pseudo_cities,
+    pseudo_label,
+    pseudo_label_cities,
+    write_pseudo_label,
+)
 from core.cli import main
 from core.errors import RasterReadError
 from core.io.normalization import BandStats
+from core.models.siamese import SiameseUNet
 
 
 def test_pseudo_label_keeps_only_confident_pixels() -> None:
@@ -42,6 +51,32 @@ def test_pseudo_cities_are_read_on_the_city_grid(tmp_path) -> None:
     [stack] = load_pseudo_cities(root, folder, ["B02", "B03"], stats)
     assert stack.name == "gamma (pseudo)" and stack.x1.shape == (2, 64, 64)
     assert np.array_equal(stack.label, label)
+
+
+def _constant_model(probability: float) -> SiameseUNet:
+    """A change model that gives ``probability`` everywhere (its head ignores the features)."""
+    model = SiameseUNet(in_chans=2)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(math.log(probability / (1 - probability)))
+    return model.eval()
+
+
+def test_an_ensemble_teacher_labels_with_its_mean_probability(tmp_path) -> None:
+    root = make_oscd(tmp_path / "oscd", cities=("alpha", "gamma"))
+    _unlabel(root, "gamma")
+    config = {"bands": ["B02", "B03"], "normalization": BandStats(["B02", "B03"], [1000.0] * 2, [300.0] * 2).to_dict()}
+    sure, doubtful = _constant_model(0.9), _constant_model(0.02)
+
+    def labels(teacher, folder: str) -> np.ndarray:
+        [path] = label_unlabelled_cities(teacher, config, root, tmp_path / folder)
+        assert path.name == "gamma.tif"  # labelled cities are never pseudo-labelled
+        with rasterio.open(path) as ds:
+            return ds.read(1)
+
+    assert (labels(sure, "one") == 1).all()
+    assert (labels([doubtful], "list") == 0).all()
+    assert (labels([sure, doubtful], "both") == 255).all()  # mean 0.46: neither confident change nor no change
 
 
 def test_pseudo_labels_of_another_grid_or_an_empty_folder_are_refused(tmp_path) -> None:

@@ -43,10 +43,15 @@ def write_pseudo_label(label: np.ndarray, like: Path, out: Path) -> None:
     partial.replace(out)
 
 
-def label_unlabelled_cities(teacher: nn.Module, config: dict[str, Any], data_root: str | Path, folder: str | Path,
-                            negative: float = 0.05, positive: float = 0.5) -> list[Path]:
+def label_unlabelled_cities(teacher: nn.Module | Sequence[nn.Module], config: dict[str, Any], data_root: str | Path,
+                            folder: str | Path, negative: float = 0.05, positive: float = 0.5) -> list[Path]:
     """Pseudo-labels of every unlabelled city of an OSCD root by the change model ``teacher`` (with its
-    ``config``), written to ``folder`` as ``<city>.tif`` (see :func:`pseudo_label`); returns the files."""
+    ``config``), written to ``folder`` as ``<city>.tif`` (see :func:`pseudo_label`); returns the files.
+
+    ``teacher`` may be several models of the same recipe (same bands and normalisation as ``config``): an
+    ensemble whose probabilities are averaged.
+    """
+    teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
     stats = BandStats.from_dict(config["normalization"])
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,7 @@ def label_unlabelled_cities(teacher: nn.Module, config: dict[str, Any], data_roo
         if city.label is not None:
             continue
         x1, x2, valid = normalised_pair(city, config["bands"], stats, uses_matching(config))
-        prob = predict_probability(teacher, x1, x2)
+        prob = np.mean([predict_probability(model, x1, x2) for model in teachers], axis=0)
         label = pseudo_label(np.where(valid, prob, np.nan), negative, positive)
         written.append(folder / f"{city.name}.tif")
         write_pseudo_label(label, next(city.t1.glob("*_B02.tif")), written[-1])
