@@ -42,7 +42,7 @@ from core.io.bands import (
     vrt_band_names,
 )
 from core.io.normalization import BandStats, estimate_band_stats, rescale_factor, scale_of_values, with_value_scale
-from core.io.raster import StackReader, open_date
+from core.io.raster import BandRef, StackReader, open_date
 from core.pretrain.scenes import discover_scenes, same_pixels
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,6 +214,29 @@ def test_same_raster_is_recognised_by_files_or_pixels(make_geotiff, tmp_path) ->
     assert same_pixels(open_date(a), open_date(tmp_path / "link.tif"), bands)
     assert same_pixels(open_date(a), open_date(copy), bands)
     assert not same_pixels(open_date(a), open_date(other), bands)
+
+
+def test_a_vrt_of_the_same_band_files_is_the_same_raster(make_band_folder, tmp_path) -> None:
+    """t1 as the band folder, t2 as a gdalbuildvrt stack of the same files (on another grid): no pixels compare."""
+    if shutil.which("gdalbuildvrt") is None:
+        pytest.skip("gdalbuildvrt (gdal-bin) is not installed")
+    first, second = make_band_folder("imgs_1", seed=1), make_band_folder("imgs_2", seed=2)
+
+    def stack(folder: Path, vrt: Path) -> Path:
+        subprocess.run(["gdalbuildvrt", "-q", "-separate", str(vrt), *sorted(map(str, folder.glob("*.tif")))],
+                       check=True)
+        return vrt
+
+    bands = ["B02", "B03", "B04", "B08", "B11"]
+    elsewhere = stack(first, tmp_path / "elsewhere.vrt")  # absolute source paths, a coarser (average) grid
+    beside = stack(first, first / "stack.vrt")  # relative source paths
+    assert not open_date(elsewhere).grid.same_as(open_date(first).grid)
+    for vrt in (elsewhere, beside):
+        assert same_pixels(open_date(first), open_date(vrt), bands), vrt
+    subprocess.run(["gdalbuildvrt", "-q", str(tmp_path / "of_a_vrt.vrt"), str(beside)], check=True)
+    b03 = sorted(first.glob("*_B03.tif"))[0].resolve()
+    assert BandRef("band3", tmp_path / "of_a_vrt.vrt", 3).origin() == (b03, 1)  # through two VRTs
+    assert not same_pixels(open_date(first), open_date(stack(second, tmp_path / "t2.vrt")), bands)
 
 
 # --- real files an analyst has -----------------------------------------------------------------------------------

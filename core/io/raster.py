@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -71,6 +72,28 @@ class Grid:
         )
 
 
+def vrt_band_source(vrt: Path, index: int) -> tuple[Path, int] | None:
+    """The one (file, band) that band ``index`` of the VRT file ``vrt`` copies, or None (several sources, an
+    unreadable VRT)."""
+    try:
+        root = ET.parse(vrt).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    for position, band in enumerate(root.iter("VRTRasterBand"), 1):
+        if band.get("band", str(position)) != str(index):
+            continue
+        sources = [(source, name) for source in band if (name := source.find("SourceFilename")) is not None]
+        if len(sources) != 1:
+            return None
+        source, name = sources[0]
+        filename = Path((name.text or "").strip())
+        if name.get("relativeToVRT") == "1":
+            filename = vrt.parent / filename
+        number = (source.findtext("SourceBand") or "1").strip()  # "mask,1" for a mask band
+        return (filename.resolve(), int(number)) if number.isdigit() else None
+    return None
+
+
 @dataclass(frozen=True)
 class BandRef:
     """Where one named band lives: a file and its 1-based band index."""
@@ -78,6 +101,17 @@ class BandRef:
     name: str
     path: Path
     index: int
+
+    def origin(self) -> tuple[Path, int]:
+        """The file and band this band's pixels come from: through VRT bands that only pass one band of one file
+        on (what ``gdalbuildvrt -separate`` writes), else the band itself; the path resolved."""
+        path, index = self.path.resolve(), self.index
+        for _ in range(8):  # VRTs of VRTs, not endlessly
+            source = vrt_band_source(path, index) if path.suffix.lower() == ".vrt" else None
+            if source is None:
+                break
+            path, index = source
+        return path, index
 
 
 @dataclass(frozen=True)

@@ -92,13 +92,14 @@ def check_same_place(name: str, dates: Sequence[DateRaster]) -> None:
 
 
 def same_pixels(first: DateRaster, second: DateRaster, bands: Sequence[str]) -> bool:
-    """True when two dates read the same files, or hold identical, varied values in a spread sample.
+    """True when two dates read the same files (directly or through VRTs), or hold identical, varied values in a
+    spread sample.
 
     Identical samples of a few thousand pixels per band that are not constant cannot come from two
     acquisitions: they are the same data (a copy, a re-export, a VRT of the same files).
     """
-    def files(date: DateRaster) -> list[tuple[str, Path, int]]:
-        return sorted((r.name, r.path.resolve(), r.index) for r in date.bands if r.name in bands)
+    def files(date: DateRaster) -> list[tuple[Path, int]]:
+        return sorted(r.origin() for r in date.bands if r.name in bands)
 
     if files(first) == files(second):
         return True
