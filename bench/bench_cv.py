@@ -10,6 +10,9 @@ the table gives the mean and spread over seeds, per-city F1 and fine-tuning minu
 - *own threshold*: each fold model at the threshold it validated (what a shipped model would do);
 - *OOF threshold*: one threshold for fold k chosen on the out-of-fold predictions of the other folds' cities
   (their labels, never fold k's): does a threshold chosen on unseen cities transfer better?
+- *OOF threshold + stable vegetation*: as *OOF threshold*, with the stable-vegetation cut (probability 0 where both
+  dates are green, :mod:`core.change.vegetation`; or no rule) chosen together with the threshold on the other folds'
+  cities. The shipped model's cut and threshold are the best pair over all cities' out-of-fold predictions.
 - *soup*: per fold, the seeds' weights averaged (one model, same size and speed), at the OOF threshold.
 - *clouds masked* (``--mask-clouds``): the OOF-threshold row with the pixels that s2cloudless finds cloudy in
   either date scored as "no change", as ``detect --mask-clouds`` would write them (nodata).
@@ -48,6 +51,8 @@ from core.change.patches import load_city, read_city_pair  # noqa: E402
 from core.change.predict import predict_probability  # noqa: E402
 from core.change.pseudo import label_unlabelled_cities  # noqa: E402
 from core.change.training import THRESHOLDS, load_change_model  # noqa: E402
+from core.change.vegetation import CUTS as VEGETATION_CUTS  # noqa: E402
+from core.change.vegetation import NIR, RED, ndvi  # noqa: E402
 from core.io.normalization import BandStats  # noqa: E402
 
 FOLDS = (("mumbai", "nantes"), ("aguasclaras", "beihai"), ("beirut", "bercy"), ("bordeaux", "paris"),
@@ -174,6 +179,55 @@ def shipping_threshold(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray]
             "per_city": {c: counts.scores() for c, counts in per_city.items()}}
 
 
+def greenness(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Per city, the smaller NDVI of its two dates: the stable-vegetation rule (:mod:`core.change.vegetation`)
+    with cut ``v`` zeroes the probability where this is above ``v``."""
+    out = {}
+    for city in oscd_cities(Path(args.data) / "oscd", list(CITIES)):
+        x1, x2, _ = read_city_pair(city, [RED, NIR])
+        out[city.name] = np.minimum(ndvi(x1[0], x1[1]), ndvi(x2[0], x2[1]))
+    return out
+
+
+Rule = tuple[float | None, float]  # (stable-vegetation cut or None, threshold)
+
+
+def rule_counts(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray], green: dict[str, np.ndarray]
+                ) -> dict[Rule, dict[str, ChangeCounts]]:
+    """Counts per city for every (vegetation cut, threshold): the grid both are chosen from."""
+    out: dict[Rule, dict[str, ChangeCounts]] = {}
+    for cut in (None, *VEGETATION_CUTS):
+        ruled = prob if cut is None else {c: np.where(green[c] > cut, 0.0, p) for c, p in prob.items()}
+        for t in THRESHOLDS:
+            out[(cut, float(t))] = {c: count_changes(p > t, truth[c]) for c, p in ruled.items()}
+    return out
+
+
+def best_rule(counts: dict[Rule, dict[str, ChangeCounts]], cities: list[str]) -> Rule:
+    return max(counts, key=lambda rule: sum((counts[rule][c] for c in cities), ChangeCounts()).f1)
+
+
+def oof_vegetation(counts: dict[Rule, dict[str, ChangeCounts]]) -> tuple[dict[str, ChangeCounts], list[Rule]]:
+    """Out-of-fold counts with the vegetation cut and threshold of fold k chosen together on the other folds'
+    cities (never fold k's labels), and the rule each fold got."""
+    per_city: dict[str, ChangeCounts] = {}
+    chosen = []
+    for fold in FOLDS:
+        rule = best_rule(counts, [c for c in CITIES if c not in fold])
+        chosen.append(rule)
+        per_city.update({c: counts[rule][c] for c in fold})
+    return per_city, chosen
+
+
+def shipping_rule(counts: dict[Rule, dict[str, ChangeCounts]]) -> dict:
+    """The vegetation cut and threshold with the best pooled F1 over all cities' out-of-fold predictions (see
+    :func:`shipping_threshold`), and the scores there."""
+    cut, threshold = best_rule(counts, list(CITIES))
+    per_city = counts[(cut, threshold)]
+    return {"stable_vegetation_ndvi": cut, "threshold": threshold, "pooled": pooled(per_city).scores(),
+            "per_city": {c: n.scores() for c, n in per_city.items()}}
+
+
 def soup(models: list[Path], device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The seeds' fold models averaged in weight space (buffers averaged too, integer ones taken from the first)."""
     loaded = [load_change_model(m, device) for m in models]
@@ -210,6 +264,7 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     device = torch.device("cpu")
     truth = labels(args)
+    green = greenness(args)
     rows, per_city_rows, summary = [], [], {}
     for recipe, flags in recipes.items():
         started = time.process_time()
@@ -224,8 +279,11 @@ def main() -> int:
                 minutes += config["provenance"]["seconds"] / 60
                 prob[seed].update(held_out_probabilities(model, config, fold, args, path))
                 own[seed].update({c: float(config["threshold"]) for c in FOLDS[fold]})
+        grids = [rule_counts(prob[s], truth, green) for s in seeds]
+        vegetation = [oof_vegetation(g) for g in grids]
         results = {"own threshold": [counts_at(prob[s], truth, own[s]) for s in seeds],
-                   "OOF threshold": [counts_at(prob[s], truth, oof_thresholds(prob[s], truth)) for s in seeds]}
+                   "OOF threshold": [counts_at(prob[s], truth, oof_thresholds(prob[s], truth)) for s in seeds],
+                   "OOF threshold + stable vegetation": [per_city for per_city, _ in vegetation]}
         if len(seeds) > 1:
             souped: dict[str, np.ndarray] = {}
             for fold in range(len(FOLDS)):
@@ -250,7 +308,12 @@ def main() -> int:
                            "oof_threshold_f1": [pooled(r).f1 for r in results["OOF threshold"]],
                            "oof_threshold_per_city": [{c: r[c].scores() for c in CITIES}
                                                       for r in results["OOF threshold"]],
-                           "shipping": [shipping_threshold(prob[s], truth) for s in seeds]}
+                           "shipping_without_rule": [shipping_threshold(prob[s], truth) for s in seeds],
+                           "oof_vegetation_f1": [pooled(per_city).f1 for per_city, _ in vegetation],
+                           "oof_vegetation_per_city": [{c: per_city[c].scores() for c in CITIES}
+                                                       for per_city, _ in vegetation],
+                           "oof_vegetation_rules": [rules for _, rules in vegetation],
+                           "shipping": [shipping_rule(g) for g in grids]}
         print(f"{recipe}: {time.process_time() - started:.0f} s CPU scoring", flush=True)
     text = ("| recipe | threshold | OOF pooled F1 (mean ± sd over seeds) | per seed | fine-tuning min, all seeds |\n"
             "|---|---|---:|---|---:|\n" + "\n".join(rows) + "\n\n| recipe, threshold | " + " | ".join(CITIES)

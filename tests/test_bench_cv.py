@@ -11,8 +11,19 @@ import rasterio
 import torch
 from test_change_adapt import tiny_change_model
 
-from bench.bench_cv import CITIES, FOLDS, oof_thresholds, pseudo_labels, shipping_threshold, soup
+from bench.bench_cv import (
+    CITIES,
+    FOLDS,
+    oof_thresholds,
+    oof_vegetation,
+    pseudo_labels,
+    rule_counts,
+    shipping_rule,
+    shipping_threshold,
+    soup,
+)
 from conftest import make_oscd
+from core.change.metrics import ChangeCounts
 from core.change.training import CHANGE_KIND
 from core.checkpoint import load_model, save_model
 
@@ -75,3 +86,20 @@ def test_the_shipping_threshold_is_the_best_over_all_out_of_fold_cities() -> Non
     chosen = shipping_threshold(prob, truth)
     assert 0.12 <= chosen["threshold"] < 0.42 and chosen["pooled"]["f1"] == 1.0
     assert set(chosen["per_city"]) == set(CITIES)
+
+
+def test_the_vegetation_cut_is_chosen_out_of_fold_with_the_threshold() -> None:
+    """Green-at-both-dates pixels that the model calls changed are false alarms: the rule removes them."""
+    rng = np.random.default_rng(2)
+    truth = {c: (rng.random((40, 40)) < 0.1).astype(np.uint8) for c in CITIES}
+    green = {c: np.where(rng.random((40, 40)) < 0.3, 0.6, 0.05) for c in CITIES}  # min NDVI of the two dates
+    prob = {c: np.where((truth[c] == 1) | (green[c] > 0.5), 0.8, 0.1) for c in CITIES}
+    for c in CITIES:
+        green[c][truth[c] == 1] = 0.05  # real changes are never green at both dates here
+    counts = rule_counts(prob, truth, green)
+    per_city, rules = oof_vegetation(counts)
+    assert all(cut is not None and cut < 0.6 for cut, _ in rules) and set(per_city) == set(CITIES)
+    assert sum(per_city.values(), ChangeCounts()).f1 == 1.0
+    assert shipping_threshold(prob, truth)["pooled"]["f1"] < 0.8  # without the rule the green pixels stay
+    shipped = shipping_rule(counts)
+    assert shipped["stable_vegetation_ndvi"] is not None and shipped["pooled"]["f1"] == 1.0

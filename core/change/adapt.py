@@ -35,7 +35,6 @@ from .labels import UNLABELLED, label_counts, rasterize_labels, read_label_polyg
 from .matching import match_pair, uses_matching
 from .pair import open_pair
 from .patches import ChangePatchDataset, CityStack
-from .predict import predict_probability
 from .training import (
     CHANGE_KIND,
     FinetuneResult,
@@ -44,9 +43,12 @@ from .training import (
     new_model_folder,
     pooled_counts,
     pretrained_encoder,
+    stack_probability,
     train_steps,
     validation_row,
 )
+from .vegetation import CONFIG_KEY as VEGETATION_KEY
+from .vegetation import stable_vegetation
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +135,9 @@ def starting_model(model_dir: str | Path | None, encoder_dir: str | Path | None,
 
 def _read_pair(pair: LabelledPair, config: dict[str, Any], label_field: str, patch_size: int, seed: int,
                assume_band_names: Sequence[str], value_scale: str) -> tuple[CityStack, CityStack, dict[str, Any]]:
-    """(training stack, validation stack, provenance) of one pair, read only around its labelled pixels."""
+    """(training stack, validation stack, provenance) of one pair, read only around its labelled pixels; with the
+    config's stable-vegetation rule the validation stack knows its green pixels, so the threshold is chosen on what
+    detect will give."""
     stats = BandStats.from_dict(config["normalization"])
     opened = open_pair(pair.t1, pair.t2, config["bands"], assume_band_names, stats.value_scale, value_scale)
     grid = opened.grid
@@ -143,6 +147,8 @@ def _read_pair(pair: LabelledPair, config: dict[str, Any], label_field: str, pat
                       patch_size)
     window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
     (x1, v1), (x2, v2) = (reader.read(window) for reader in opened.readers())
+    vegetation = stable_vegetation(config, opened.bands)
+    green = vegetation.mask(x1, x2) if vegetation is not None else None
     if uses_matching(config):  # the whole pair's mapping, as detect computes it
         x2 = match_pair(opened).apply(x2)
     valid = np.zeros((grid.height, grid.width), dtype=bool)
@@ -153,7 +159,8 @@ def _read_pair(pair: LabelledPair, config: dict[str, Any], label_field: str, pat
     train = CityStack(name, x1, x2, split.train[rows, cols])
     val_label = split.val[rows, cols]
     box = _box(val_label != UNLABELLED, CONTEXT, 64) if (val_label != UNLABELLED).any() else (slice(0, 0),) * 2
-    val = CityStack(f"{name} (held out)", x1[(slice(None), *box)], x2[(slice(None), *box)], val_label[box])
+    val = CityStack(f"{name} (held out)", x1[(slice(None), *box)], x2[(slice(None), *box)], val_label[box],
+                    green[box] if green is not None else None)
     provenance = {"t1": str(pair.t1), "t2": str(pair.t2), "labels": str(pair.labels), "polygons": len(polygons),
                   "pixels": {"train": label_counts(train.label), "val": label_counts(val.label)},
                   "cut_polygons": list(split.cut_polygons), "warped": opened.warped}
@@ -179,10 +186,14 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
                        encoder_dir: str | Path | None = None, train: TrainConfig = ADAPT_TRAIN,
                        label_field: str = "change", patch_size: int = 96, eval_every: int = 20, ema: float = 0.9,
                        assume_band_names: Sequence[str] = (), value_scale: str = "auto",
+                       keep_vegetation: bool = False,
                        progress: Callable[[float, str], None] | None = None,
                        should_stop: Callable[[], bool] | None = None,
                        on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> AdaptResult:
     """Fine-tune a change model on drawn polygons and write a ``swimdiff-change`` model folder.
+
+    The starting model's stable-vegetation rule (:mod:`~core.change.vegetation`) is kept, and applied when
+    validating, unless ``keep_vegetation`` (then the adapted model has none: green-to-green changes are scored).
 
     Raises:
         SwimDiffError: unreadable rasters or labels, too few labelled pixels, an unusable ``out_dir``, a cancel.
@@ -195,6 +206,8 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
     model, config, is_change_model = starting_model(model_dir, encoder_dir, device)
+    if keep_vegetation:
+        config.pop(VEGETATION_KEY, None)
     report(0.0, f"reading {len(pairs)} pair(s) and their labels on {describe_device(device)}")
     read = [_read_pair(p, config, label_field, patch_size, train.seed, assume_band_names, value_scale) for p in pairs]
     trains, provenances = [r[0] for r in read], [r[2] for r in read]
@@ -208,7 +221,7 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
     best: dict[str, Any] = {"f1": -1.0, "step": 0, "threshold": 0.5, "scores": {}, "state": None}
     if is_change_model:  # step 0: the starting model, kept when adapting does not beat it
         first, best = validation_row(0, float("nan"), model, vals, device, best)
-        own = pooled_counts([predict_probability(model, v.x1, v.x2, device=device) for v in vals],
+        own = pooled_counts([stack_probability(model, v, device) for v in vals],
                             [v.label for v in vals], float(config["threshold"]))
         zero_shot = {"f1": own.f1, "precision": own.precision, "recall": own.recall,
                      "threshold": float(config["threshold"]), "best_f1": first["val_f1"],
@@ -222,6 +235,7 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
         "kind": CHANGE_KIND, **{k: config[k] for k in ("architecture", "bands", "normalization", "patch_size")},
         "match_dates": uses_matching(config),
         "threshold": best["threshold"],
+        **({VEGETATION_KEY: config[VEGETATION_KEY]} if VEGETATION_KEY in config else {}),
         "metrics": {"best_step": best["step"], **{f"val_{k}": v for k, v in best["scores"].items()},
                     **{f"zero_shot_val_{k}": v for k, v in zero_shot.items()}},
         "train": train.to_dict(), "ema": ema,

@@ -329,8 +329,14 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     return FinetuneResult(out_dir, best["step"], best["threshold"], best["scores"], seconds)
 
 
+def stack_probability(model: torch.nn.Module, city: CityStack, device: torch.device) -> np.ndarray:
+    """The change probability of a city in memory, 0 on its ``green`` pixels (as detect gives them)."""
+    prob = predict_probability(model, city.x1, city.x2, device=device)
+    return prob if city.green is None else np.where(city.green, 0.0, prob).astype(np.float32)
+
+
 def _validate(model: torch.nn.Module, cities: list[CityStack], device: torch.device) -> tuple[float, ChangeCounts]:
-    probabilities = [predict_probability(model, c.x1, c.x2, device=device) for c in cities]
+    probabilities = [stack_probability(model, c, device) for c in cities]
     return best_threshold(probabilities, [c.label for c in cities])
 
 

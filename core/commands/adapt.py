@@ -37,6 +37,9 @@ def add(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="patch pairs per step")
     p.add_argument("--lr", type=float, default=2e-4, help="peak AdamW learning rate")
     p.add_argument("--eval-every", type=int, default=20, help="steps between validations")
+    p.add_argument("--keep-vegetation", action="store_true",
+                   help="drop the starting model's stable-vegetation rule (pixels green at both dates are not "
+                        "change): use it when the changes you draw include changes within green areas")
     add_reading_options(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of patches and the hold-out")
@@ -61,7 +64,8 @@ def _run_adapt(args: argparse.Namespace, reporter: Reporter) -> dict:
         result = adapt_change_model(pairs, args.out, model_dir=args.model, encoder_dir=args.encoder, train=train,
                                     label_field=args.label_field, eval_every=args.eval_every,
                                     assume_band_names=assumed_band_names(args.assume_band_names),
-                                    value_scale=args.value_scale, progress=reporter.progress, should_stop=stop,
+                                    value_scale=args.value_scale, keep_vegetation=args.keep_vegetation,
+                                    progress=reporter.progress, should_stop=stop,
                                     on_metrics=reporter.metric)
     before = result.zero_shot.get("f1")
     logger.info("held-out F1 %.3f at step %d (threshold %.2f)%s; model in %s", result.val_scores.get("f1", 0.0),

@@ -51,6 +51,11 @@ def add(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cloud-threshold", type=float, default=None, metavar="P",
                    help="with --mask-clouds: the cloud probability above which a pixel is cloudy; not given: 0.4, "
                         "s2cloudless's default (raise it, e.g. to 0.5, when bright roofs or bare soil are masked)")
+    p.add_argument("--keep-vegetation", action="store_true",
+                   help="model: score pixels that are green at both dates like the others. By default a model that "
+                        "carries the stable-vegetation rule (the shipped one does) gives them probability 0: "
+                        "fields and woods changing with the seasons are its commonest false alarms, and they are "
+                        "not the urban change it learnt. Use it when vegetation change within green areas matters")
     add_reading_options(p)
     p.add_argument("--tile", type=int, default=256, help="tile side in pixels (memory grows with tile x width)")
     p.add_argument("--overlap", type=int, default=32, help="model, features: overlap of neighbouring tiles, blended")
@@ -100,6 +105,9 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
         raise ConfigError(f"--batch-size {args.batch_size} is out of range; use 1 or more")
     method = args.method
     check_threshold(args.threshold, method)
+    if args.keep_vegetation and method != "model":
+        raise ConfigError(f"--keep-vegetation is only used with --method model (a model's stable-vegetation rule); "
+                          f"leave it out for --method {method}")
     if args.cloud_threshold is not None and not args.mask_clouds:
         raise ConfigError(f"--cloud-threshold {args.cloud_threshold} is only used with --mask-clouds; add "
                           "--mask-clouds or leave it out")
@@ -119,10 +127,11 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
         if model is not None:
             from ..change.detection import detect_features, detect_with_model
 
+            options = {"keep_vegetation": args.keep_vegetation} if method == "model" else {}
             run = detect_with_model if method == "model" else detect_features
             result = run(pair, model, args.out, args.probability, tile=args.tile, overlap=args.overlap,
                          batch_size=args.batch_size, threshold=args.threshold, device_name=args.device,
-                         progress=reporter.progress, should_stop=stop)
+                         progress=reporter.progress, should_stop=stop, **options)
         else:
             result = detect_cva(pair, args.out, args.probability, tile=args.tile, threshold=args.threshold,
                                 progress=reporter.progress, should_stop=stop)
