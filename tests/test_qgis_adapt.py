@@ -178,6 +178,7 @@ def test_unsaved_drawings_of_a_memory_layer_reach_the_worker_and_the_model_goes_
     draw(layer, square(300, 200, 100, 100))
     page = dock.adapt_page
     page.steps_spin.setValue(40)
+    page.vegetation_check.setChecked(True)
     start = tmp_path / "start-model"
     start.mkdir()
     (start / "config.json").write_text(json.dumps({"kind": "swimdiff-change", "bands": ["B02", "B03"],
@@ -195,7 +196,7 @@ def test_unsaved_drawings_of_a_memory_layer_reach_the_worker_and_the_model_goes_
     assert adapt_call.split() == [
         "-m", "core.cli", "adapt", "--t1", t1.source(), "--t2", t2.source(), "--labels",
         str(model / "training-labels.gpkg"), "--label-field", "change", "--out", str(model), "--steps", "40",
-        "--batch-size", "8", "--model", str(start), "--events", "jsonl"]
+        "--batch-size", "8", "--model", str(start), "--keep-vegetation", "--events", "jsonl"]
     copied = ogr.Open(str(seen))
     features = [(f.GetField("change"), round(f.GetGeometryRef().GetArea())) for f in copied.GetLayer(0)]
     assert sorted(features) == [(0, 10000), (0, 25000), (1, 30000)]  # the three polygons, never saved
@@ -236,6 +237,26 @@ def test_mask_clouds_reaches_the_worker_and_the_message_says_how_cloudy(dock, qg
         "SwiMDiff:Changes detected: 2.00 % of the pixels changed (threshold 0.25); clouds masked: 12.4 % of the "
         "pixels (t1 10.0 %, t2 3.1 %)")
     assert "mask_clouds: True" in dock.runner.last_layers.mask.metadata().abstract()
+
+
+def test_keep_vegetation_is_offered_for_a_model_and_reaches_the_worker(dock, fake_worker,  # noqa: F811
+                                                                        tmp_path: Path) -> None:
+    mask = write_geotiff(tmp_path / "mask.tif", np.ones((1, 8, 8), np.uint8), nodata=255)
+    outputs = {"change": str(mask), "method": "model", "threshold": 0.2, "changed_fraction": 0.02}
+    args = fake_worker(event(event="result", outputs=outputs))
+    add_pair(tmp_path)
+    page = dock.detect_page
+    page.probability_check.setChecked(False)
+    page.method_combo.select("cva")
+    assert page.vegetation_check.isHidden()  # a rule of models: CVA has none
+    page.method_combo.select("model")
+    assert not page.vegetation_check.isHidden() and not page.vegetation_check.isChecked()
+    for checked in (False, True):
+        page.vegetation_check.setChecked(checked)
+        page.detect_button.click()
+        wait_until_idle(dock)
+        assert ("--keep-vegetation" in args.read_text().split()) == checked
+    assert "keep_vegetation: True" in dock.runner.last_layers.mask.metadata().abstract()
 
 
 # --- real runs on a crop of the OSCD Nantes pair ---------------------------------------------------------

@@ -97,8 +97,9 @@ def test_the_provider_lists_its_algorithms_with_typed_parameters(provider) -> No
     assert sorted(a.id() for a in registry.providerById("swimdiff").algorithms()) == ALGORITHMS
     detect = registry.algorithmById("swimdiff:detectchange")
     parameters = {p.name(): p for p in detect.parameterDefinitions()}
-    assert list(parameters) == ["T1", "T2", "MODEL", "METHOD", "THRESHOLD", "MASK_CLOUDS", "TILE", "OVERLAP",
-                                "BATCH_SIZE", "DEVICE", "OUTPUT", "PROBABILITY"]
+    assert list(parameters) == ["T1", "T2", "MODEL", "METHOD", "THRESHOLD", "MASK_CLOUDS", "KEEP_VEGETATION", "TILE",
+                                "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT", "PROBABILITY"]
+    assert parameters["KEEP_VEGETATION"].type() == "boolean" and parameters["KEEP_VEGETATION"].defaultValue() is False
     assert parameters["T1"].type() == parameters["T2"].type() == "raster"
     optional = {n for n, p in parameters.items() if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
     assert optional == {"MODEL", "THRESHOLD", "PROBABILITY"}

@@ -76,6 +76,7 @@ class AdaptPage(QWidget):
         start_combo: The model to start from (shipped, the Detect page's, a folder); model_widget: the folder;
             model_label: what the model holds.
         steps_spin, batch_spin: Optimisation steps and patch pairs per step.
+        vegetation_check: Drop the starting model's stable-vegetation rule (``--keep-vegetation``).
         band_names: Names for unnamed bands (``--assume-band-names``).
         output_widget: The new model folder (empty: a new folder beside the labels).
         adapt_button: Starts the run; result_label: live and final held-out F1.
@@ -119,6 +120,10 @@ class AdaptPage(QWidget):
         self.model_label = info_label("SwiMDiffAdaptModelInfo")
         self.steps_spin, self.batch_spin = spin(1, 100_000, 120), spin(1, 1024, 8)
         self.band_names = BandNamesChoice()
+        self.vegetation_check = QCheckBox("Green at both dates can be change")
+        self.vegetation_check.setToolTip(
+            "The shipped model gives pixels green at both dates no change. Tick this when the changes you draw "
+            "include changes within green areas (forest thinning, crop type): the adapted model then scores them")
         self.output_widget = folder_widget("new folder beside the labels")
         self.adapt_button = QPushButton("Adapt the model")
         self.adapt_button.clicked.connect(self.run_adapt)
@@ -130,7 +135,8 @@ class AdaptPage(QWidget):
                               ("", row(self.new_layer_button, self.memory_check)), ("", self.labels_file),
                               ("Start from", self.start_combo), ("", self.model_widget), ("", self.model_label),
                               ("Steps", row(self.steps_spin, QLabel("batch"), self.batch_spin)),
-                              ("Band names", self.band_names), ("Model folder", self.output_widget),
+                              ("Band names", self.band_names), ("", self.vegetation_check),
+                              ("Model folder", self.output_widget),
                               ("", self.adapt_button), ("", self.result_label)):
             form.addRow(label, widget)
         self.new_layer_button.clicked.connect(self.new_labelling_layer)
@@ -275,7 +281,7 @@ class AdaptPage(QWidget):
             t1, t2 = self.t1_combo.currentLayer(), self.t2_combo.currentLayer()
             self.runner.adapt(t1, t2, self.labels_layer(), self.output_widget.filePath().strip(), self.start_model(),
                               self.label_field(), self.steps_spin.value(), self.batch_spin.value(),
-                              self.band_names.value())
+                              self.band_names.value(), keep_vegetation=self.vegetation_check.isChecked())
             self.ran_on = (t1.id(), t2.id())
 
         self.start(run)

@@ -70,6 +70,7 @@ class DetectPage(QWidget):
         output_widget: The change mask GeoTIFF (empty: a temporary file).
         probability_check: Also write the probability (or CVA magnitude).
         clouds_check: Mask clouds (``--mask-clouds``): cloudy pixels of either date are left out.
+        vegetation_check: Score pixels green at both dates too (``--keep-vegetation``; method model only).
         detect_button: Starts the run.
         threshold_widget: The live threshold of a change probability layer and "Save the mask at this threshold".
         run_buttons: The page's run buttons.
@@ -99,6 +100,11 @@ class DetectPage(QWidget):
         self.clouds_check = QCheckBox("Mask clouds (Sentinel-2 L1C)")
         self.clouds_check.setToolTip("Leave the pixels that are cloudy on either date (found from the Sentinel-2 "
                                      "L1C bands) out of the change map; the message says how much was cloudy")
+        self.vegetation_check = QCheckBox("Green at both dates can be change")
+        self.vegetation_check.setToolTip(
+            "The shipped model gives pixels that are green (NDVI above a cut) at both dates no change: fields and "
+            "woods changing with the season were its commonest false alarms. Tick this to score them like the "
+            "others, e.g. for changes within forests or crops")
         self.detect_button = QPushButton("Detect changes")
         self.detect_button.clicked.connect(self.run_detect)
         self.threshold_widget = ThresholdWidget(runner, start)
@@ -107,7 +113,7 @@ class DetectPage(QWidget):
                               ("Method", self.method_combo), ("Model", self.model_widget), ("", self.model_label),
                               ("Threshold", self.threshold_spin), ("Band names", self.band_names),
                               ("Change mask", self.output_widget), ("", self.probability_check),
-                              ("", self.clouds_check),
+                              ("", self.clouds_check), ("", self.vegetation_check),
                               ("", self.detect_button), ("Live threshold", self.threshold_widget)):
             form.addRow(label, widget)
         self.model_widget.fileChanged.connect(self._update)
@@ -143,6 +149,7 @@ class DetectPage(QWidget):
         uses_model = method != "cva"
         for widget in (self.model_widget, self.form.labelForField(self.model_widget)):
             widget.setVisible(uses_model)
+        self.vegetation_check.setVisible(method == "model")
         if not uses_model:
             show_info(self.model_label, CVA_NOTE, "hint")
             self.threshold_spin.setSpecialValueText(OTSU)
@@ -164,4 +171,4 @@ class DetectPage(QWidget):
             self.t1_combo.currentLayer(), self.t2_combo.currentLayer(), self.output_widget.filePath().strip(),
             self.model_widget.filePath().strip(), self.method(), threshold if threshold > 0 else None,
             self.probability_check.isChecked(), self.band_names.value(),
-            mask_clouds=self.clouds_check.isChecked()))
+            mask_clouds=self.clouds_check.isChecked(), keep_vegetation=self.vegetation_check.isChecked()))

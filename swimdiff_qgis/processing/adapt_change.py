@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
@@ -58,6 +59,9 @@ class AdaptChangeAlgorithm(SwimDiffAlgorithm):
                                                      behavior=folder, optional=True))
         self.addParameter(QgsProcessingParameterFile("ENCODER", "Or a pre-trained encoder folder (new decoder)",
                                                      behavior=folder, optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "KEEP_VEGETATION", "Green at both dates can be change (drop the starting model's stable-vegetation rule)",
+            defaultValue=False))
         self.addParameter(number("STEPS", "Steps", minValue=1, maxValue=1_000_000, defaultValue=120))
         self.addParameter(advanced(number("BATCH_SIZE", "Batch size", minValue=1, maxValue=4096, defaultValue=8)))
         self.addParameter(advanced(number("LR", "Peak learning rate", type=number.Double, minValue=1e-7,
@@ -99,6 +103,7 @@ class AdaptChangeAlgorithm(SwimDiffAlgorithm):
                 "--seed", str(self.parameterAsInt(parameters, "SEED", context)),
                 "--device", self.parameterAsString(parameters, "DEVICE", context) or "auto"]
         args += ["--model", model] if model else ["--encoder", encoder] if encoder else []
+        args += ["--keep-vegetation"] if self.parameterAsBool(parameters, "KEEP_VEGETATION", context) else []
         outputs = self.run_swimdiff(args, feedback)
         return {"OUTPUT": outputs["model_dir"], "THRESHOLD": outputs.get("threshold"),
                 "VAL_F1": outputs.get("val_f1"), "ZERO_SHOT_F1": outputs.get("zero_shot_val_f1"),
