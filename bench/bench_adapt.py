@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from core.change.detection import detect_with_model  # noqa: E402
 from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
 from core.change.oscd import oscd_cities  # noqa: E402
 from core.change.pair import open_pair  # noqa: E402
+from core.change.vegetation import CONFIG_KEY as VEGETATION_KEY  # noqa: E402
 from core.io.normalization import BandStats  # noqa: E402
 
 SHIPPED_TEST_CITIES = ("mumbai", "nantes")
@@ -90,13 +92,21 @@ def bottom_half_counts(model: Path, t1: Path, t2: Path, truth: np.ndarray, half:
     return count_changes(mask[half:] == 1, truth[half:])
 
 
-def start_model(city: str, args: argparse.Namespace) -> Path | None:
+def start_model(city: str, args: argparse.Namespace, scratch: Path) -> Path | None:
     """The change model adapting starts from: None (the shipped one, or a new decoder on ``--encoder``), or with
-    ``--start cv`` the fold model that held ``city`` out."""
+    ``--start cv`` the fold model that held ``city`` out — with ``--vegetation CUT`` a copy of it that carries the
+    stable-vegetation rule at that cut (:mod:`core.change.vegetation`)."""
     if args.start != "cv":
         return None
     fold = next(i for i, cities in enumerate(FOLDS) if city in cities)
-    return Path(args.cv) / f"fold{fold}-s{args.seed}"
+    model = Path(args.cv) / f"fold{fold}-s{args.seed}"
+    if args.vegetation is None:
+        return model
+    ruled = scratch / "start"
+    shutil.copytree(model, ruled, ignore=shutil.ignore_patterns("prob-*.npy", "pseudo-*"))
+    config = json.loads((ruled / "config.json").read_text())
+    (ruled / "config.json").write_text(json.dumps({**config, VEGETATION_KEY: args.vegetation}))
+    return ruled
 
 
 def main() -> int:
@@ -108,6 +118,9 @@ def main() -> int:
     parser.add_argument("--encoder", default="runs/pretrain-1500", help="--start encoder/random: the encoder folder")
     parser.add_argument("--cv", default="runs/cv/default", help="--start cv: the folder of bench_cv's fold models")
     parser.add_argument("--seed", type=int, default=0, help="fold models' seed (--start cv)")
+    parser.add_argument("--vegetation", type=float, default=None, metavar="CUT",
+                        help="--start cv: give the fold models the stable-vegetation rule at this NDVI cut (as the "
+                             "shipped model has it; bench_cv chose 0.15 out of fold)")
     args = parser.parse_args()
     if args.start == "random":  # the encoder folder's network, bands and normalisation, without its weights
         pretrained = adapting.encoder_network
@@ -123,7 +136,7 @@ def main() -> int:
             t1, t2 = city.t1, city.t2
             assert city.label is not None  # oscd_cities gives labelled cities
             truth, half = top_half_polygons(city.label, next(t1.glob("*_B02.tif")), folder / "top.gpkg")
-            start = start_model(city.name, args)
+            start = start_model(city.name, args, folder)
             started = time.perf_counter()
             result = adapt_change_model([LabelledPair(str(t1), str(t2), str(folder / "top.gpkg"))], folder / "model",
                                         model_dir=start, train=replace(ADAPT_TRAIN, steps=args.steps),
@@ -138,7 +151,8 @@ def main() -> int:
             rows.append(f"| {city.name} | {seen} | {counts['shipped'].f1:.3f} | {counts['adapted'].f1:.3f} | "
                         f"{result.best_step} | {result.threshold:.2f} | {seconds:.0f} |")
             print(rows[-1], flush=True)
-    print(f"\nstart: {args.start}" + (f" ({args.encoder})" if args.start in ("encoder", "random") else ""))
+    print(f"\nstart: {args.start}" + (f" ({args.encoder})" if args.start in ("encoder", "random") else "")
+          + (f", stable-vegetation rule at NDVI {args.vegetation}" if args.vegetation is not None else ""))
     print("\n| city | zero-shot model on it | bottom-half F1 zero-shot | adapted | best step | threshold | adapt s |")
     print("|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
