@@ -134,6 +134,7 @@ def test_the_method_box_shows_words_and_the_threshold_line_follows_the_method(do
     assert page.method() == "model"
     assert page.threshold_spin.specialValueText() == SHIPPED_AUTO  # the shipped model's threshold
     assert page.model_label.text().startswith("swimdiff-change: bands B01")
+    assert page.model_label.text().endswith("; green at both dates (NDVI > 0.15) is not change")
 
     combo.setCurrentText("cva")  # an id chooses its words
     assert combo.currentText() == "Change vector analysis" and page.method() == "cva"

@@ -42,7 +42,10 @@ def model_summary(folder: str | Path) -> tuple[str, float | None]:
     threshold = config.get("threshold")
     bands = ", ".join(config.get("bands", [])) or "?"
     text = f"{config.get('kind', 'model')}: bands {bands}"
-    return (text + (f"; threshold {threshold:.2f}" if isinstance(threshold, float | int) else "")), (
+    text += f"; threshold {threshold:.2f}" if isinstance(threshold, float | int) else ""
+    cut = config.get("stable_vegetation_ndvi")  # core.change.vegetation's rule
+    text += f"; green at both dates (NDVI > {cut:g}) is not change" if isinstance(cut, float | int) else ""
+    return text, (
         float(threshold) if isinstance(threshold, float | int) else None)
 
 
