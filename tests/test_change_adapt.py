@@ -292,3 +292,22 @@ def _write_geojson_polygons(path: Path, features: list[tuple[str, int]], epsg: i
         layer.CreateFeature(feature)
     ds = None
     return path
+
+
+def test_a_new_threshold_must_gain_enough_held_out_f1_to_replace_the_starting_one() -> None:
+    from test_change_pseudo import _constant_model
+
+    from core.change.adapt import GUARD, guarded_threshold
+    from core.change.patches import CityStack
+
+    x = np.zeros((2, 32, 32), dtype=np.float32)
+    label = np.zeros((32, 32), dtype=np.uint8)
+    label[:8] = 1
+    val = [CityStack("held out", x, x, label)]
+    model = _constant_model(0.6)  # everything is change below 0.6, nothing above
+    best = {"f1": 0.4, "threshold": 0.3, "scores": {"f1": 0.4}, "state": None, "step": 40}
+    kept = guarded_threshold(model, val, torch.device("cpu"), best, start=0.5)  # F1 0.4 at 0.5 too: no gain
+    assert kept["threshold"] == 0.5 and "starting model" in kept["threshold_from"]
+    assert kept["f1"] == pytest.approx(0.4) and kept["step"] == 40
+    assert guarded_threshold(model, val, torch.device("cpu"), best, start=0.7) is best  # F1 0 at 0.7: gain 0.4
+    assert GUARD == 0.05

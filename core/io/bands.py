@@ -1,6 +1,6 @@
 """Sentinel-2 band names: which band a description, file name or user's word names, and stacking order.
 
-Pure functions on strings. The rules, in the words of issue 11 ("nothing silently wrong"):
+Pure functions on strings (and one that reads a VRT's XML: which file a band passes on). The rules, in the words of issue 11 ("nothing silently wrong"):
 
 * A raster's own band order is never changed in meaning: bands travel with their names, and only
   Sentinel-2 band ids are stacked in sensor order (a name says which band it is, so nothing moves
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from ..errors import BandMismatchError
 
@@ -153,6 +153,28 @@ def vrt_band_names(xml_text: str) -> list[str | None]:
                 name = band_from_filename(PurePath(filename.strip().replace("\\", "/")).name)
         names[index] = name
     return [names.get(i) for i in range(1, max(names, default=0) + 1)]
+
+
+def vrt_band_source(vrt: Path, index: int) -> tuple[Path, int] | None:
+    """The one (file, band) that band ``index`` of the VRT file ``vrt`` copies, or None (several sources, an
+    unreadable VRT)."""
+    try:
+        root = ET.parse(vrt).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    for position, band in enumerate(root.iter("VRTRasterBand"), 1):
+        if band.get("band", str(position)) != str(index):
+            continue
+        sources = [(source, name) for source in band if (name := source.find("SourceFilename")) is not None]
+        if len(sources) != 1:
+            return None
+        source, name = sources[0]
+        filename = Path((name.text or "").strip())
+        if name.get("relativeToVRT") == "1":
+            filename = vrt.parent / filename
+        number = (source.findtext("SourceBand") or "1").strip()  # "mask,1" for a mask band
+        return (filename.resolve(), int(number)) if number.isdigit() else None
+    return None
 
 
 def canonical_order(names: Iterable[str]) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from .bands import (
     mentions_sentinel2,
     names_from_descriptions,
     vrt_band_names,
+    vrt_band_source,
 )
 
 logger = logging.getLogger(__name__)
@@ -70,28 +70,6 @@ class Grid:
             and (self.width, self.height) == (other.width, other.height)
             and self.transform.almost_equals(other.transform, precision=tolerance * max(self.pixel_size))
         )
-
-
-def vrt_band_source(vrt: Path, index: int) -> tuple[Path, int] | None:
-    """The one (file, band) that band ``index`` of the VRT file ``vrt`` copies, or None (several sources, an
-    unreadable VRT)."""
-    try:
-        root = ET.parse(vrt).getroot()
-    except (OSError, ET.ParseError):
-        return None
-    for position, band in enumerate(root.iter("VRTRasterBand"), 1):
-        if band.get("band", str(position)) != str(index):
-            continue
-        sources = [(source, name) for source in band if (name := source.find("SourceFilename")) is not None]
-        if len(sources) != 1:
-            return None
-        source, name = sources[0]
-        filename = Path((name.text or "").strip())
-        if name.get("relativeToVRT") == "1":
-            filename = vrt.parent / filename
-        number = (source.findtext("SourceBand") or "1").strip()  # "mask,1" for a mask band
-        return (filename.resolve(), int(number)) if number.isdigit() else None
-    return None
 
 
 @dataclass(frozen=True)

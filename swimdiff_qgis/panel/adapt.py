@@ -120,7 +120,7 @@ class AdaptPage(QWidget):
         self.model_label = info_label("SwiMDiffAdaptModelInfo")
         self.steps_spin, self.batch_spin = spin(1, 100_000, 120), spin(1, 1024, 8)
         self.band_names = BandNamesChoice()
-        self.vegetation_check = QCheckBox("Green at both dates can be change")
+        self.vegetation_check = QCheckBox("Green areas can change")
         self.vegetation_check.setToolTip(
             "The shipped model gives pixels green at both dates no change. Tick this when the changes you draw "
             "include changes within green areas (forest thinning, crop type): the adapted model then scores them")

@@ -103,7 +103,7 @@ class DetectPage(QWidget):
         self.clouds_check = QCheckBox("Mask clouds (Sentinel-2 L1C)")
         self.clouds_check.setToolTip("Leave the pixels that are cloudy on either date (found from the Sentinel-2 "
                                      "L1C bands) out of the change map; the message says how much was cloudy")
-        self.vegetation_check = QCheckBox("Green at both dates can be change")
+        self.vegetation_check = QCheckBox("Green areas can change")
         self.vegetation_check.setToolTip(
             "The shipped model gives pixels that are green (NDVI above a cut) at both dates no change: fields and "
             "woods changing with the season were its commonest false alarms. Tick this to score them like the "
