@@ -1,6 +1,7 @@
 """Sentinel-2 band names: which band a description, file name or user's word names, and stacking order.
 
-Pure functions on strings (and one that reads a VRT's XML: which file a band passes on). The rules, in the words of issue 11 ("nothing silently wrong"):
+Pure functions on strings (and one that reads a VRT's XML: which file a band passes on). The rules, in the
+words of issue 11 ("nothing silently wrong"):
 
 * A raster's own band order is never changed in meaning: bands travel with their names, and only
   Sentinel-2 band ids are stacked in sensor order (a name says which band it is, so nothing moves
