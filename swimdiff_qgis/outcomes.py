@@ -71,9 +71,12 @@ def adapt_sentence(outputs: dict[str, Any], folder: str) -> str:
     text += f" (starting model {before:.2f})" if before is not None else ""
     threshold = _number(outputs.get("threshold"))
     text += f", threshold {threshold:.2f}" if threshold is not None else ""
+    kept = bool(outputs.get("threshold_kept"))  # a new threshold gained too little on the held-out polygons
     if outputs.get("best_step") == 0:
-        text += (" (training did not beat the starting weights on the held-out polygons: they are kept, with the "
-                 "threshold re-chosen there)")
+        text += (" (training did not beat the starting weights on the held-out polygons: " + (
+            "the starting model is kept as it is)" if kept else "they are kept, with the threshold re-chosen there)"))
+    elif kept:
+        text += " (the starting model's threshold: a new one gained too little on the held-out polygons)"
     return f"{text}, in {folder}"
 
 

@@ -162,6 +162,8 @@ def test_adapt_writes_a_model_that_detect_uses(tmp_path, capsys) -> None:
     assert sorted({e["step"] for e in events if e["event"] == "metric" and e["name"] == "val_f1"}) == [2, 4]
     model, config = load_change_model(out, torch.device("cpu"))
     assert config["bands"] == list(BANDS) and config["normalization"]["mean"] == [1000.0] * 4
+    assert result["threshold_kept"] == config["threshold_from"].startswith("starting model")
+    assert not result["threshold_kept"] or result["threshold"] == 0.5  # tiny_change_model's threshold
     provenance = config["provenance"]
     assert provenance["adapted_from"] == str(start) and provenance["start"] == "change model"
     assert provenance["pairs"][0]["t1"] == str(t1) and provenance["pairs"][0]["labels"] == str(labels)

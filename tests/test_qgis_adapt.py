@@ -392,4 +392,10 @@ def test_the_done_message_says_when_only_the_threshold_changed() -> None:
     assert kept.startswith("Adapted change model: held-out F1 0.98 (starting model 0.84), threshold 0.05")
     assert "starting weights" in kept and "threshold re-chosen" in kept and kept.endswith("in /m")
     trained = adapt_sentence({"val_f1": 0.7, "zero_shot_val_f1": 0.5, "threshold": 0.4, "best_step": 40}, "/m")
-    assert "starting weights" not in trained
+    assert "starting weights" not in trained and "starting model's threshold" not in trained
+    same = adapt_sentence({"val_f1": 0.86, "zero_shot_val_f1": 0.84, "threshold": 0.2, "best_step": 0,
+                           "threshold_kept": True}, "/m")
+    assert "the starting model is kept as it is" in same and "re-chosen" not in same
+    guarded = adapt_sentence({"val_f1": 0.7, "zero_shot_val_f1": 0.5, "threshold": 0.2, "best_step": 40,
+                              "threshold_kept": True}, "/m")
+    assert "(the starting model's threshold: a new one gained too little on the held-out polygons)" in guarded

@@ -75,6 +75,7 @@ class AdaptResult(FinetuneResult):
 
     zero_shot: dict[str, float] = field(default_factory=dict)
     pixels: dict[str, dict[str, int]] = field(default_factory=dict)  # {"train"|"val": {"change", "no_change"}}
+    threshold_kept: bool = False  # the starting model's threshold (see guarded_threshold)
 
 
 class LabelledPatchDataset(ChangePatchDataset):
@@ -272,4 +273,5 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
     save_model(out_dir, best["state"], saved)
     write_csv(out_dir / "history.csv", history, columns=("step", "loss", "val_f1", "val_precision", "val_recall",
                                                         "threshold"))
-    return AdaptResult(out_dir, best["step"], best["threshold"], best["scores"], seconds, zero_shot, pixels)
+    return AdaptResult(out_dir, best["step"], best["threshold"], best["scores"], seconds, zero_shot, pixels,
+                       "threshold_from" in best)

@@ -72,6 +72,7 @@ def _run_adapt(args: argparse.Namespace, reporter: Reporter) -> dict:
                 result.best_step, result.threshold,
                 f", the starting model's {before:.3f}" if before is not None else "", result.out_dir)
     return {"model_dir": str(result.out_dir), "best_step": result.best_step, "threshold": result.threshold,
+            "threshold_kept": result.threshold_kept,
             **{f"val_{k}": v for k, v in result.val_scores.items()},
             **{f"zero_shot_val_{k}": v for k, v in result.zero_shot.items()},
             "labelled_pixels": result.pixels}
