@@ -5,7 +5,9 @@ recipes; every recipe's final weights and val-selected weights are scored on the
 threshold policies (chosen on the held-out polygons, on all labelled pixels, the model's own, the oracle, and
 steadier rules on the held-out polygons: the middle of the thresholds within 0.02 of the best F1 (``plateau``),
 or the starting model's own unless the best beats it by 0.05 (``guard``)). ``--start cv`` starts each city from
-the ``make bench-cv`` fold model that never saw it (``--cv``, ``--seed``).
+the ``make bench-cv`` fold model that never saw it (``--cv``, ``--seed``). ``--wise``: also score the weights
+interpolated between the start and each recipe's final weights (WiSE-FT, Wortsman et al. 2022: a fine-tune that
+forgets less) at ``ALPHAS``, and the one of {start, interpolations, final, selected} with the best held-out F1.
 
     .venv/bin/python bench/adapt_levers.py --data ../shared/data --variants base,frozen-bn [--cities a,b]
         [--start shipped|random|cv|ENCODER_DIR] [--cv runs/cv/match-self-train]
@@ -116,6 +118,17 @@ def validate(model: torch.nn.Module, val: list[CityStack]) -> tuple[float, Chang
     return best_threshold(probs, [v.label for v in val])
 
 
+ALPHAS = (0.25, 0.5, 0.75)  # --wise: the share of the fine-tuned weights
+
+
+def interpolate(start: dict[str, torch.Tensor], end: torch.nn.Module, alpha: float) -> torch.nn.Module:
+    """A copy of ``end`` with weights ``(1 - alpha) * start + alpha * end`` (integer buffers from ``end``)."""
+    mixed = copy.deepcopy(end)
+    mixed.load_state_dict({k: ((1 - alpha) * start[k] + alpha * v) if v.is_floating_point() else v
+                           for k, v in end.state_dict().items()})
+    return mixed.eval()
+
+
 PLATEAU = 0.02  # F1 within this of the best counts as the same
 GUARD = 0.05  # held-out F1 gain needed to leave the starting model's threshold
 
@@ -162,6 +175,7 @@ def main() -> int:
     parser.add_argument("--cv", default="runs/cv/match-self-train", help="--start cv: bench_cv's fold models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="")
+    parser.add_argument("--wise", action="store_true", help="also score start/final weight interpolations")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
@@ -180,7 +194,8 @@ def main() -> int:
             gpkg = Path(scratch) / f"{city.name}.gpkg"
             truth, half = top_half_polygons(city.label, next(city.t1.glob("*_B02.tif")), gpkg)
             encoder = None if args.start in ("shipped", "random", "cv") else args.start
-            model, config, _ = starting_model(start_model(city.name, args), encoder, torch.device("cpu"))
+            start = start_model(city.name, argparse.Namespace(**vars(args), vegetation=None), Path(scratch))
+            model, config, _ = starting_model(start, encoder, torch.device("cpu"))
             if args.start == "random":  # the shipped model's bands and normalisation, fresh weights
                 torch.manual_seed(args.seed)
                 model = SiameseUNet(config["architecture"]["arch"], config["architecture"]["in_chans"])
@@ -206,6 +221,19 @@ def main() -> int:
                 t_final, _ = validate(final, [val])
                 score(f"{name}:final", final, t_final)
                 score(f"{name}:sel", selected, t_sel)
+                if args.wise:
+                    start_model_ = interpolate(state, final, 0.0)
+                    candidates = [(validate(start_model_, [val]), start_model_, "start")]
+                    for alpha in ALPHAS:
+                        mixed = interpolate(state, final, alpha)
+                        t_mix, c_mix = validate(mixed, [val])
+                        score(f"{name}:wise{alpha:g}", mixed, t_mix)
+                        candidates.append(((t_mix, c_mix), mixed, f"wise{alpha:g}"))
+                    candidates += [((t_final, validate(final, [val])[1]), final, "final"),
+                                   ((t_sel, validate(selected, [val])[1]), selected, "sel")]
+                    (t_best, _), chosen, label = max(candidates, key=lambda c: c[0][1].f1)
+                    row[f"{name}:wise-chosen"] = label
+                    score(f"{name}:wise-val", chosen, t_best)
             row["seconds"] = round(time.perf_counter() - started)
             rows.append(row)
             print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)

@@ -23,6 +23,8 @@ the folder of pseudo-labels that the same fold and seed of the recipe ``--teache
 OSCD cities (1 at probability >= ``--pseudo-positive``, 0 below ``--pseudo-negative``, ignored between), e.g.
 ``--recipe self-train="--pseudo-labels {pseudo}"``; the teacher saw only the fold's training cities.
 ``--teacher-seeds 0,1``: the teacher is the average of its fold models of those seeds (an ensemble).
+``--pseudo-vegetation 0.15``: pseudo-labels 0 where both dates are green (the stable-vegetation rule), whatever
+the teacher says.
 
     .venv/bin/python bench/bench_cv.py --data ../shared/data --encoder runs/pretrain-1500 [--seeds 0,1]
 """
@@ -80,7 +82,8 @@ def pseudo_labels(fold: int, seed: int, args: argparse.Namespace) -> Path:
     teachers = [Path(args.out) / args.teacher / f"fold{fold}-s{s}" for s in seeds]
     ensemble = Path(args.out) / args.teacher / f"fold{fold}-ensemble-s{'-'.join(map(str, seeds))}"
     home = teachers[0] if len(seeds) == 1 else ensemble
-    folder = home / f"pseudo-{args.pseudo_negative:g}-{args.pseudo_positive:g}"
+    rule = "" if args.pseudo_vegetation is None else f"-veg{args.pseudo_vegetation:g}"
+    folder = home / f"pseudo-{args.pseudo_negative:g}-{args.pseudo_positive:g}{rule}"
     if (folder / "done").exists():
         return folder
     missing = [t for t in teachers if not (t / "config.json").exists()]
@@ -88,7 +91,7 @@ def pseudo_labels(fold: int, seed: int, args: argparse.Namespace) -> Path:
         sys.exit(f"no teacher model '{missing[0]}'; run the recipe '{args.teacher}' with its seed first")
     loaded = [load_change_model(t, torch.device("cpu")) for t in teachers]
     label_unlabelled_cities([m for m, _ in loaded], loaded[0][1], Path(args.data) / "oscd", folder,
-                            args.pseudo_negative, args.pseudo_positive)
+                            args.pseudo_negative, args.pseudo_positive, args.pseudo_vegetation)
     (folder / "done").touch()
     return folder
 
@@ -258,6 +261,8 @@ def main() -> int:
                                                              "default: the student's own seed)")
     parser.add_argument("--pseudo-positive", type=float, default=0.5, help="pseudo-label 1 at this probability+")
     parser.add_argument("--pseudo-negative", type=float, default=0.05, help="pseudo-label 0 below this probability")
+    parser.add_argument("--pseudo-vegetation", type=float, default=None,
+                        help="pseudo-label 0 where both dates' NDVI is above this cut (the stable-vegetation rule)")
     parser.add_argument("--mask-clouds", action="store_true", help="add a row with cloudy pixels masked")
     args = parser.parse_args()
     recipes = dict(r.split("=", 1) for r in args.recipe) or {"match": SHIPPED_RECIPE}

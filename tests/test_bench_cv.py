@@ -66,7 +66,8 @@ def test_pseudo_labels_cover_the_unlabelled_cities_only(tmp_path) -> None:
     shutil.rmtree(root / "labels" / "gamma")  # an OSCD test city: images, no change mask
     tiny_change_model(tmp_path / "cv" / "default" / "fold0-s0")
     args = argparse.Namespace(data=str(tmp_path / "data"), out=str(tmp_path / "cv"), teacher="default",
-                              teacher_seeds="", pseudo_negative=0.05, pseudo_positive=0.5)
+                              teacher_seeds="", pseudo_negative=0.05, pseudo_positive=0.5,
+                              pseudo_vegetation=None)
     folder = pseudo_labels(0, 0, args)
     assert sorted(p.name for p in folder.glob("*.tif")) == ["gamma.tif"] and (folder / "done").exists()
     with rasterio.open(folder / "gamma.tif") as ds:
@@ -77,6 +78,8 @@ def test_pseudo_labels_cover_the_unlabelled_cities_only(tmp_path) -> None:
         pseudo_labels(0, 0, args)
     shutil.copytree(tmp_path / "cv" / "default" / "fold0-s0", tmp_path / "cv" / "default" / "fold0-s1")
     assert pseudo_labels(0, 0, args).parent.name == "fold0-ensemble-s0-1"
+    args.pseudo_vegetation = 0.15  # the stable-vegetation rule on the labels: another folder, never mixed up
+    assert pseudo_labels(0, 0, args).name == "pseudo-0.05-0.5-veg0.15"
 
 
 def test_the_shipping_threshold_is_the_best_over_all_out_of_fold_cities() -> None:

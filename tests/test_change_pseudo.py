@@ -112,3 +112,21 @@ def test_finetune_change_trains_on_pseudo_labelled_cities(tmp_path) -> None:
     provenance = json.loads((out / "config.json").read_text())["provenance"]
     assert provenance["pseudo_cities"] == ["gamma (pseudo)"] and provenance["pseudo_labels"] == str(folder)
     assert provenance["val_cities"] == ["beta"]
+
+
+def test_the_stable_vegetation_rule_makes_green_pixels_pseudo_negatives(tmp_path) -> None:
+    root = make_oscd(tmp_path / "oscd", cities=("alpha", "gamma"))
+    _unlabel(root, "gamma")
+    for date in ("imgs_1", "imgs_2"):  # the left half green at both dates: NDVI (3000 - 500) / 3500 = 0.71
+        for band, green in (("B04", 500), ("B08", 3000)):
+            path = root / "images" / "gamma" / date / f"T00_{band}.tif"
+            with rasterio.open(path, "r+") as ds:
+                data = ds.read(1)
+                data[:, :32] = green
+                data[:, 32:] = 2000  # NDVI 0 on the right
+                ds.write(data, 1)
+    config = {"bands": ["B02", "B03"], "normalization": BandStats(["B02", "B03"], [1000.0] * 2, [300.0] * 2).to_dict()}
+    [path] = label_unlabelled_cities(_constant_model(0.9), config, root, tmp_path / "pl", vegetation=0.15)
+    with rasterio.open(path) as ds:
+        label = ds.read(1)
+    assert (label[:, :32] == 0).all() and (label[:, 32:] == 1).all()

@@ -16,13 +16,18 @@ from core.cli import main
 from core.models.siamese import SiameseUNet
 
 
-def test_siamese_unet_shapes_and_symmetry() -> None:
-    model = SiameseUNet("resnet18", in_chans=4).eval()
+@pytest.mark.parametrize("fusion", ["diff", "diff+mean"])
+def test_siamese_unet_shapes_and_symmetry(fusion: str) -> None:
+    model = SiameseUNet("resnet18", in_chans=4, fusion=fusion).eval()
     a, b = torch.randn(2, 4, 48, 40), torch.randn(2, 4, 48, 40)
     with torch.no_grad():
         logits = model(a, b)
-        torch.testing.assert_close(logits, model(b, a))  # |f(a) - f(b)| fusion is order-free
+        torch.testing.assert_close(logits, model(b, a))  # |f(a) - f(b)| and (f(a) + f(b)) / 2 are order-free
+        fused = model.fused_features(a, a)
     assert logits.shape == (2, 1, 48, 40)
+    widths = [c * (2 if fusion == "diff+mean" else 1) for c in model.encoder.channels]
+    assert [f.shape[1] for f in fused] == widths
+    assert all(float(f.abs().max()) > 0 for f in fused) == (fusion == "diff+mean")  # a difference alone is 0
 
 
 def test_change_loss_ignores_unlabelled_pixels() -> None:
@@ -98,7 +103,11 @@ def test_finetune_on_some_of_the_encoders_bands_keeps_their_weights_and_statisti
     pretrained = json.loads((encoder / "config.json").read_text())["normalization"]
     assert config["bands"] == config["normalization"]["bands"] == ["B04", "B02"]
     assert config["normalization"]["mean"] == [pretrained["mean"][2], pretrained["mean"][0]]
-    assert config["architecture"]["in_chans"] == 2
+    assert config["architecture"]["in_chans"] == 2 and "fusion" not in config["architecture"]
+
+    assert main([*args, "--out", str(tmp_path / "mean"), "--fusion", "diff+mean"]) == 0
+    model, config = load_change_model(tmp_path / "mean", torch.device("cpu"))
+    assert config["architecture"]["fusion"] == model.fusion == "diff+mean"
 
 
 def test_a_band_subset_of_a_pretrained_encoder_is_the_encoder_fed_zeros_for_the_others() -> None:

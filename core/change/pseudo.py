@@ -1,7 +1,9 @@
 """Self-training: unlabelled OSCD cities labelled by a change model where it is confident.
 
 A pseudo-label is a change mask made from a model's probabilities: 1 where the probability is at least
-``positive``, 0 where it is below ``negative``, 255 (ignored by the loss) in between. Stored as one
+``positive``, 0 where it is below ``negative``, 255 (ignored by the loss) in between; with a stable-vegetation
+cut (:mod:`~core.change.vegetation`), 0 also where both dates are green, so that the student learns the rule
+instead of copying the teacher's seasonal false alarms. Stored as one
 single-band uint8 GeoTIFF per city, ``<city>.tif`` on the B02 grid of its ``imgs_1`` (the OSCD label grid),
 and read back as extra training cities by ``finetune-change --pseudo-labels DIR`` (never for validation).
 """
@@ -20,8 +22,9 @@ from ..errors import RasterReadError
 from ..io.normalization import BandStats
 from .matching import uses_matching
 from .oscd import oscd_cities
-from .patches import IGNORE, CityStack, normalised_pair
+from .patches import IGNORE, CityStack, normalised_pair, read_city_pair
 from .predict import predict_probability
+from .vegetation import NIR, RED, StableVegetation
 
 
 def pseudo_label(probability: np.ndarray, negative: float, positive: float) -> np.ndarray:
@@ -44,12 +47,14 @@ def write_pseudo_label(label: np.ndarray, like: Path, out: Path) -> None:
 
 
 def label_unlabelled_cities(teacher: nn.Module | Sequence[nn.Module], config: dict[str, Any], data_root: str | Path,
-                            folder: str | Path, negative: float = 0.05, positive: float = 0.5) -> list[Path]:
+                            folder: str | Path, negative: float = 0.05, positive: float = 0.5,
+                            vegetation: float | None = None) -> list[Path]:
     """Pseudo-labels of every unlabelled city of an OSCD root by the change model ``teacher`` (with its
     ``config``), written to ``folder`` as ``<city>.tif`` (see :func:`pseudo_label`); returns the files.
 
     ``teacher`` may be several models of the same recipe (same bands and normalisation as ``config``): an
-    ensemble whose probabilities are averaged.
+    ensemble whose probabilities are averaged. ``vegetation``: an NDVI cut; pixels green at both dates above it
+    are labelled 0 (no change) whatever the teacher says.
     """
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
     stats = BandStats.from_dict(config["normalization"])
@@ -61,6 +66,9 @@ def label_unlabelled_cities(teacher: nn.Module | Sequence[nn.Module], config: di
             continue
         x1, x2, valid = normalised_pair(city, config["bands"], stats, uses_matching(config))
         prob = np.mean([predict_probability(model, x1, x2) for model in teachers], axis=0)
+        if vegetation is not None:
+            raw1, raw2, _ = read_city_pair(city, [RED, NIR])
+            prob = StableVegetation(0, 1, vegetation).apply(prob, raw1, raw2)
         label = pseudo_label(np.where(valid, prob, np.nan), negative, positive)
         written.append(folder / f"{city.name}.tif")
         write_pseudo_label(label, next(city.t1.glob("*_B02.tif")), written[-1])

@@ -81,14 +81,16 @@ def pretrained_encoder(encoder_dir: str | Path | None) -> tuple[dict[str, torch.
 
 
 def encoder_network(arch: str, in_chans: int, weights: dict[str, torch.Tensor] | None,
-                    encoder_dir: str | Path | None, channels: Sequence[int] | None = None) -> SiameseUNet:
+                    encoder_dir: str | Path | None, channels: Sequence[int] | None = None,
+                    fusion: str = "diff") -> SiameseUNet:
     """A new Siamese U-Net whose encoder starts from a pre-trained model's weights (random without them);
-    ``channels``: the pre-trained encoder's input channels that this model's ``in_chans`` bands are (None: all).
+    ``channels``: the pre-trained encoder's input channels that this model's ``in_chans`` bands are (None: all);
+    ``fusion``: see :class:`~core.models.siamese.SiameseUNet`.
 
     Raises:
         CheckpointFormatError: the weights hold no encoder that fits.
     """
-    model = SiameseUNet(arch, in_chans)
+    model = SiameseUNet(arch, in_chans, fusion=fusion)
     if weights is not None:
         try:
             model.load_pretrained_encoder(weights, channels)
@@ -228,7 +230,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
                     bands: list[str] | None = None, freeze_encoder: bool = False, patch_size: int = 96,
                     eval_every: int = 50, ema: float = 0.98, val_fraction: float = 0.0, jitter: float = 0.0,
                     pseudo_labels: str | Path | None = None, match: bool = False, change_share: float = 0.5,
-                    encoder_lr_scale: float = 1.0,
+                    encoder_lr_scale: float = 1.0, fusion: str = "diff",
                     no_change_scenes: Sequence[str | Path] = (), assume_band_names: Sequence[str] = (),
                     progress: Callable[[float, str], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
@@ -243,7 +245,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     of ``<city>.tif`` pseudo-labels (see :mod:`~core.change.pseudo`): more training cities, never validated on.
     ``no_change_scenes`` are folders of dated rasters whose seasonal pairs are trained on as "no change"
     (:mod:`~core.change.no_change`; ``assume_band_names`` names their unnamed bands), never validated on.
-    ``encoder_lr_scale`` is the encoder's learning rate as a multiple of ``train.lr``.
+    ``encoder_lr_scale`` is the encoder's learning rate as a multiple of ``train.lr``. ``fusion``: what the
+    decoder sees of the two dates (:class:`~core.models.siamese.SiameseUNet`).
     ``match`` maps every t2 onto its t1 before normalising (:mod:`~core.change.matching`), here and wherever
     the model is used.
 
@@ -286,7 +289,7 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     train_stacks += pseudo_stacks + quiet_stacks
 
     torch.manual_seed(train.seed)
-    model = encoder_network(arch, len(bands), weights, encoder_dir, channels).to(device)
+    model = encoder_network(arch, len(bands), weights, encoder_dir, channels, fusion).to(device)
     if freeze_encoder:
         model.encoder.requires_grad_(False)
     dataset = ChangePatchDataset(train_stacks, patch_size, train.steps * train.batch_size, seed=train.seed,
@@ -299,7 +302,8 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
     seconds = time.perf_counter() - started
     config = {
         "kind": CHANGE_KIND,
-        "architecture": {"arch": arch, "in_chans": len(bands), "decoder_channels": [128, 64, 48, 32]},
+        "architecture": {"arch": arch, "in_chans": len(bands), "decoder_channels": [128, 64, 48, 32],
+                         **({"fusion": fusion} if fusion != "diff" else {})},
         "bands": bands,
         "normalization": stats.to_dict(),
         "match_dates": match,
@@ -362,6 +366,6 @@ def load_change_model(model_dir: str | Path, device: torch.device) -> tuple[Siam
     """
     weights, config = load_model(Path(model_dir), kind=CHANGE_KIND)
     arch = config["architecture"]
-    model = SiameseUNet(arch["arch"], arch["in_chans"], arch["decoder_channels"])
+    model = SiameseUNet(arch["arch"], arch["in_chans"], arch["decoder_channels"], arch.get("fusion", "diff"))
     load_weights(model, weights, model_dir)
     return model.to(device).eval(), config

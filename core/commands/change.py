@@ -55,6 +55,9 @@ def add_finetune(commands: argparse._SubParsersAction) -> None:
                         "0.3-4 %% of OSCD pixels)")
     p.add_argument("--encoder-lr-scale", type=float, default=1.0,
                    help="the encoder's learning rate as a share of --lr (e.g. 0.1: a pre-trained encoder moves less)")
+    p.add_argument("--fusion", choices=("diff", "diff+mean"), default="diff",
+                   help="what the decoder sees of the two dates: their features' difference, or also their mean "
+                        "(what the place is: water, field, roof)")
     p.add_argument("--match-dates", action="store_true",
                    help="map every t2 onto its t1 (per band, median and 16-84 percentile range) before normalising, "
                         "so global differences between the dates are not change; the model then does it everywhere")
@@ -87,6 +90,7 @@ def _run_finetune_change(args: argparse.Namespace, reporter: Reporter) -> dict:
                                  val_fraction=args.val_fraction, jitter=args.jitter,
                                  pseudo_labels=args.pseudo_labels, match=args.match_dates,
                                  change_share=args.change_share, encoder_lr_scale=args.encoder_lr_scale,
+                                 fusion=args.fusion,
                                  no_change_scenes=args.no_change_scene,
                                  assume_band_names=assumed_band_names(args.assume_band_names),
                                  progress=reporter.progress, should_stop=stop, on_metrics=reporter.metric)

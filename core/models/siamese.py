@@ -2,6 +2,10 @@
 
 Both dates go through one shared encoder; at every scale the feature maps are fused by absolute
 difference, and a light U-Net decoder turns the fused pyramid into one change logit per pixel.
+
+``fusion="diff+mean"`` also passes the dates' mean features, (f1 + f2) / 2, to the decoder: a difference
+alone does not say *what* a place is (water, a field, a roof), so the decoder cannot learn that a field
+changing colour is not change; the mean says it and keeps the model symmetric in the dates.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoder import Encoder, pretrained_encoder_state
+
+FUSIONS = ("diff", "diff+mean")
 
 
 class DecoderBlock(nn.Module):
@@ -37,24 +43,33 @@ class SiameseUNet(nn.Module):
         arch: timm ResNet of the encoder.
         in_chans: bands per date.
         decoder_channels: widths of the decoder blocks from stride 16 down to stride 2.
+        fusion: ``"diff"`` (|f1 - f2|) or ``"diff+mean"`` (and (f1 + f2) / 2) at every scale.
     """
 
     def __init__(self, arch: str = "resnet18", in_chans: int = 13,
-                 decoder_channels: Sequence[int] = (128, 64, 48, 32)) -> None:
+                 decoder_channels: Sequence[int] = (128, 64, 48, 32), fusion: str = "diff") -> None:
         super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.fusion = fusion
         self.encoder = Encoder(arch, in_chans)
-        skips = self.encoder.channels[-2::-1]  # strides 16, 8, 4, 2
+        width = 2 if fusion == "diff+mean" else 1
+        skips = [c * width for c in self.encoder.channels[-2::-1]]  # strides 16, 8, 4, 2
         widths = list(decoder_channels)
         if len(widths) != len(skips):
             raise ValueError(f"decoder_channels needs {len(skips)} widths, got {widths}")
-        ins = [self.encoder.channels[-1], *widths[:-1]]
+        ins = [self.encoder.channels[-1] * width, *widths[:-1]]
         self.decoder = nn.ModuleList(DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, widths))
         self.head = nn.Conv2d(widths[-1], 1, kernel_size=1)
 
     def fused_features(self, x1: torch.Tensor, x2: torch.Tensor) -> list[torch.Tensor]:
-        """|f(x1) - f(x2)| at every scale; both dates share one encoder pass (batched)."""
+        """|f(x1) - f(x2)| at every scale (and (f(x1) + f(x2)) / 2 with ``fusion="diff+mean"``); both dates share
+        one encoder pass (batched)."""
         features = self.encoder(torch.cat([x1, x2], dim=0))  # [(2N, c_i, H/r_i, W/r_i)]
-        return [(f1 - f2).abs() for f1, f2 in (f.chunk(2, dim=0) for f in features)]
+        pairs = [f.chunk(2, dim=0) for f in features]
+        if self.fusion == "diff+mean":
+            return [torch.cat([(f1 - f2).abs(), (f1 + f2) / 2], dim=1) for f1, f2 in pairs]
+        return [(f1 - f2).abs() for f1, f2 in pairs]
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) twice -> change logits (N, 1, H, W)."""
