@@ -32,7 +32,14 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_adapt import start_model, top_half_polygons  # noqa: E402
-from core.change.adapt import ADAPT_TRAIN, LabelledPair, LabelledPatchDataset, _read_pair, starting_model  # noqa: E402
+from core.change.adapt import (  # noqa: E402
+    ADAPT_TRAIN,
+    GUARD,
+    LabelledPair,
+    LabelledPatchDataset,
+    _read_pair,
+    starting_model,
+)
 from core.change.losses import change_loss  # noqa: E402
 from core.change.matching import uses_matching  # noqa: E402
 from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
@@ -129,8 +136,7 @@ def interpolate(start: dict[str, torch.Tensor], end: torch.nn.Module, alpha: flo
     return mixed.eval()
 
 
-PLATEAU = 0.02  # F1 within this of the best counts as the same
-GUARD = 0.05  # held-out F1 gain needed to leave the starting model's threshold
+PLATEAU = 0.02  # F1 within this of the best counts as the same; GUARD: the one `adapt` uses
 
 
 def steady_thresholds(probs: list[np.ndarray], labels: list[np.ndarray], own: float) -> dict[str, float]:
@@ -218,19 +224,17 @@ def main() -> int:
             for name in args.variants.split(","):
                 model.load_state_dict(state)
                 final, selected, t_sel = train(model, [trainset], RECIPES[name], [val], args.seed)
-                t_final, _ = validate(final, [val])
-                score(f"{name}:final", final, t_final)
+                final_val = validate(final, [val])
+                score(f"{name}:final", final, final_val[0])
                 score(f"{name}:sel", selected, t_sel)
-                if args.wise:
-                    start_model_ = interpolate(state, final, 0.0)
-                    candidates = [(validate(start_model_, [val]), start_model_, "start")]
-                    for alpha in ALPHAS:
+                if args.wise:  # (held-out threshold and counts, model, label) of every candidate; alpha 0 = start
+                    candidates = []
+                    for alpha in (0.0, *ALPHAS):
                         mixed = interpolate(state, final, alpha)
-                        t_mix, c_mix = validate(mixed, [val])
-                        score(f"{name}:wise{alpha:g}", mixed, t_mix)
-                        candidates.append(((t_mix, c_mix), mixed, f"wise{alpha:g}"))
-                    candidates += [((t_final, validate(final, [val])[1]), final, "final"),
-                                   ((t_sel, validate(selected, [val])[1]), selected, "sel")]
+                        candidates.append((validate(mixed, [val]), mixed, f"wise{alpha:g}" if alpha else "start"))
+                        if alpha:
+                            score(f"{name}:wise{alpha:g}", mixed, candidates[-1][0][0])
+                    candidates += [(final_val, final, "final"), (validate(selected, [val]), selected, "sel")]
                     (t_best, _), chosen, label = max(candidates, key=lambda c: c[0][1].f1)
                     row[f"{name}:wise-chosen"] = label
                     score(f"{name}:wise-val", chosen, t_best)
