@@ -41,7 +41,7 @@ from core.change.detection import detect_with_model  # noqa: E402
 from core.change.metrics import ChangeCounts, count_changes  # noqa: E402
 from core.change.oscd import oscd_cities  # noqa: E402
 from core.change.pair import open_pair  # noqa: E402
-from core.change.vegetation import CONFIG_KEY as VEGETATION_KEY  # noqa: E402
+from core.change.stable_cover import VEGETATION, WATER  # noqa: E402
 from core.io.normalization import BandStats  # noqa: E402
 
 SHIPPED_TEST_CITIES = ("mumbai", "nantes")
@@ -94,18 +94,20 @@ def bottom_half_counts(model: Path, t1: Path, t2: Path, truth: np.ndarray, half:
 
 def start_model(city: str, args: argparse.Namespace, scratch: Path) -> Path | None:
     """The change model adapting starts from: None (the shipped one, or a new decoder on ``--encoder``), or with
-    ``--start cv`` the fold model that held ``city`` out — with ``--vegetation CUT`` a copy of it that carries the
-    stable-vegetation rule at that cut (:mod:`core.change.vegetation`)."""
+    ``--start cv`` the fold model that held ``city`` out — with ``--vegetation CUT`` (``--water CUT``) a copy of it
+    that carries the stable-vegetation (stable-water) rule at that cut (:mod:`core.change.stable_cover`)."""
     if args.start != "cv":
         return None
     fold = next(i for i, cities in enumerate(FOLDS) if city in cities)
     model = Path(args.cv) / f"fold{fold}-s{args.seed}"
-    if args.vegetation is None:
+    rules = {cover.config_key: cut for cover, cut in ((VEGETATION, args.vegetation), (WATER, args.water))
+             if cut is not None}
+    if not rules:
         return model
     ruled = scratch / "start"
     shutil.copytree(model, ruled, ignore=shutil.ignore_patterns("prob-*.npy", "pseudo-*"))
     config = json.loads((ruled / "config.json").read_text())
-    (ruled / "config.json").write_text(json.dumps({**config, VEGETATION_KEY: args.vegetation}))
+    (ruled / "config.json").write_text(json.dumps({**config, **rules}))
     return ruled
 
 
@@ -121,6 +123,8 @@ def main() -> int:
     parser.add_argument("--vegetation", type=float, default=None, metavar="CUT",
                         help="--start cv: give the fold models the stable-vegetation rule at this NDVI cut (as the "
                              "shipped model has it; bench_cv chose 0.15 out of fold)")
+    parser.add_argument("--water", type=float, default=None, metavar="CUT",
+                        help="--start cv: give the fold models the stable-water rule at this MNDWI cut")
     args = parser.parse_args()
     if args.start == "random":  # the encoder folder's network, bands and normalisation, without its weights
         pretrained = adapting.encoder_network
@@ -152,7 +156,8 @@ def main() -> int:
                         f"{result.best_step} | {result.threshold:.2f} | {seconds:.0f} |")
             print(rows[-1], flush=True)
     print(f"\nstart: {args.start}" + (f" ({args.encoder})" if args.start in ("encoder", "random") else "")
-          + (f", stable-vegetation rule at NDVI {args.vegetation}" if args.vegetation is not None else ""))
+          + (f", stable-vegetation rule at NDVI {args.vegetation}" if args.vegetation is not None else "")
+          + (f", stable-water rule at MNDWI {args.water}" if args.water is not None else ""))
     print("\n| city | zero-shot model on it | bottom-half F1 zero-shot | adapted | best step | threshold | adapt s |")
     print("|---|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))

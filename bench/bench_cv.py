@@ -11,8 +11,11 @@ the table gives the mean and spread over seeds, per-city F1 and fine-tuning minu
 - *OOF threshold*: one threshold for fold k chosen on the out-of-fold predictions of the other folds' cities
   (their labels, never fold k's): does a threshold chosen on unseen cities transfer better?
 - *OOF threshold + stable vegetation*: as *OOF threshold*, with the stable-vegetation cut (probability 0 where both
-  dates are green, :mod:`core.change.vegetation`; or no rule) chosen together with the threshold on the other folds'
-  cities. The shipped model's cut and threshold are the best pair over all cities' out-of-fold predictions.
+  dates are green, :mod:`core.change.stable_cover`; or no rule) chosen together with the threshold on the other
+  folds' cities.
+- *OOF threshold + stable vegetation and water*: the same with the stable-water cut (probability 0 where both dates
+  are open water) chosen too. The shipped model's cuts and threshold are the best triple over all cities'
+  out-of-fold predictions.
 - *soup*: per fold, the seeds' weights averaged (one model, same size and speed), at the OOF threshold.
 - *clouds masked* (``--mask-clouds``): the OOF-threshold row with the pixels that s2cloudless finds cloudy in
   either date scored as "no change", as ``detect --mask-clouds`` would write them (nodata).
@@ -52,9 +55,8 @@ from core.change.oscd import oscd_cities  # noqa: E402
 from core.change.patches import load_city, read_city_pair  # noqa: E402
 from core.change.predict import predict_probability  # noqa: E402
 from core.change.pseudo import label_unlabelled_cities  # noqa: E402
+from core.change.stable_cover import COVERS, VEGETATION, WATER, Cover, cover_rule  # noqa: E402
 from core.change.training import THRESHOLDS, load_change_model  # noqa: E402
-from core.change.vegetation import CUTS as VEGETATION_CUTS  # noqa: E402
-from core.change.vegetation import NIR, RED, ndvi  # noqa: E402
 from core.io.normalization import BandStats  # noqa: E402
 
 FOLDS = (("mumbai", "nantes"), ("aguasclaras", "beihai"), ("beirut", "bercy"), ("bordeaux", "paris"),
@@ -182,27 +184,51 @@ def shipping_threshold(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray]
             "per_city": {c: counts.scores() for c, counts in per_city.items()}}
 
 
-def greenness(args: argparse.Namespace) -> dict[str, np.ndarray]:
-    """Per city, the smaller NDVI of its two dates: the stable-vegetation rule (:mod:`core.change.vegetation`)
-    with cut ``v`` zeroes the probability where this is above ``v``."""
-    out = {}
+def cover_indices(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
+    """Per cover (:mod:`core.change.stable_cover`) and city, the smaller of the cover's index at its two dates: the
+    cover's rule with cut ``v`` zeroes the probability where this is above ``v``."""
+    out: dict[str, dict[str, np.ndarray]] = {cover.name: {} for cover in COVERS}
+    bands = sorted({b for cover in COVERS for b in (cover.a, cover.b)})
     for city in oscd_cities(Path(args.data) / "oscd", list(CITIES)):
-        x1, x2, _ = read_city_pair(city, [RED, NIR])
-        out[city.name] = np.minimum(ndvi(x1[0], x1[1]), ndvi(x2[0], x2[1]))
+        x1, x2, _ = read_city_pair(city, bands)
+        for cover in COVERS:
+            rule = cover_rule(cover, bands, 0.0)
+            assert rule is not None  # bands holds every cover's bands
+            out[cover.name][city.name] = np.minimum(rule.index(x1), rule.index(x2))
     return out
 
 
-Rule = tuple[float | None, float]  # (stable-vegetation cut or None, threshold)
+Rule = tuple[float | None, float | None, float]  # (stable-vegetation cut, stable-water cut, threshold); None: no rule
 
 
-def rule_counts(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray], green: dict[str, np.ndarray]
-                ) -> dict[Rule, dict[str, ChangeCounts]]:
-    """Counts per city for every (vegetation cut, threshold): the grid both are chosen from."""
+def counts_by_threshold(prob: np.ndarray, truth: np.ndarray) -> list[ChangeCounts]:
+    """Counts at every threshold of THRESHOLDS (``prob > t``) in one sort."""
+    known = truth <= 1
+    pos, neg = np.sort(prob[known & (truth == 1)]), np.sort(prob[known & (truth == 0)])
+    tps = len(pos) - np.searchsorted(pos, THRESHOLDS, side="right")
+    fps = len(neg) - np.searchsorted(neg, THRESHOLDS, side="right")
+    return [ChangeCounts(int(tp), int(fp), int(len(pos) - tp), int(len(neg) - fp)) for tp, fp in zip(tps, fps)]
+
+
+def rule_counts(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray], index: dict[str, dict[str, np.ndarray]],
+                covers: tuple[str, ...] = ("vegetation", "water")) -> dict[Rule, dict[str, ChangeCounts]]:
+    """Counts per city for every (vegetation cut, water cut, threshold): the grid they are chosen from together.
+    A cover not in ``covers`` is left without a rule (its cut None)."""
+    def cuts(cover: Cover) -> tuple[float | None, ...]:
+        return (None, *cover.cuts) if cover.name in covers else (None,)
+
     out: dict[Rule, dict[str, ChangeCounts]] = {}
-    for cut in (None, *VEGETATION_CUTS):
-        ruled = prob if cut is None else {c: np.where(green[c] > cut, 0.0, p) for c, p in prob.items()}
-        for t in THRESHOLDS:
-            out[(cut, float(t))] = {c: count_changes(p > t, truth[c]) for c, p in ruled.items()}
+    for green in cuts(VEGETATION):
+        for water in cuts(WATER):
+            ruled = {}
+            for c, p in prob.items():
+                stable = np.zeros(p.shape, dtype=bool)
+                for cover, cut in ((VEGETATION, green), (WATER, water)):
+                    if cut is not None:
+                        stable |= index[cover.name][c] > cut
+                ruled[c] = counts_by_threshold(np.where(stable, 0.0, p), truth[c])
+            for i, t in enumerate(THRESHOLDS):
+                out[(green, water, float(t))] = {c: counts[i] for c, counts in ruled.items()}
     return out
 
 
@@ -210,9 +236,9 @@ def best_rule(counts: dict[Rule, dict[str, ChangeCounts]], cities: list[str]) ->
     return max(counts, key=lambda rule: sum((counts[rule][c] for c in cities), ChangeCounts()).f1)
 
 
-def oof_vegetation(counts: dict[Rule, dict[str, ChangeCounts]]) -> tuple[dict[str, ChangeCounts], list[Rule]]:
-    """Out-of-fold counts with the vegetation cut and threshold of fold k chosen together on the other folds'
-    cities (never fold k's labels), and the rule each fold got."""
+def oof_rules(counts: dict[Rule, dict[str, ChangeCounts]]) -> tuple[dict[str, ChangeCounts], list[Rule]]:
+    """Out-of-fold counts with the cuts and threshold of fold k chosen together on the other folds' cities (never
+    fold k's labels), and the rule each fold got."""
     per_city: dict[str, ChangeCounts] = {}
     chosen = []
     for fold in FOLDS:
@@ -223,12 +249,12 @@ def oof_vegetation(counts: dict[Rule, dict[str, ChangeCounts]]) -> tuple[dict[st
 
 
 def shipping_rule(counts: dict[Rule, dict[str, ChangeCounts]]) -> dict:
-    """The vegetation cut and threshold with the best pooled F1 over all cities' out-of-fold predictions (see
+    """The cuts and threshold with the best pooled F1 over all cities' out-of-fold predictions (see
     :func:`shipping_threshold`), and the scores there."""
-    cut, threshold = best_rule(counts, list(CITIES))
-    per_city = counts[(cut, threshold)]
-    return {"stable_vegetation_ndvi": cut, "threshold": threshold, "pooled": pooled(per_city).scores(),
-            "per_city": {c: n.scores() for c, n in per_city.items()}}
+    green, water, threshold = best_rule(counts, list(CITIES))
+    per_city = counts[(green, water, threshold)]
+    return {VEGETATION.config_key: green, WATER.config_key: water, "threshold": threshold,
+            "pooled": pooled(per_city).scores(), "per_city": {c: n.scores() for c, n in per_city.items()}}
 
 
 def soup(models: list[Path], device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -269,7 +295,7 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     device = torch.device("cpu")
     truth = labels(args)
-    green = greenness(args)
+    index = cover_indices(args)
     rows, per_city_rows, summary = [], [], {}
     for recipe, flags in recipes.items():
         started = time.process_time()
@@ -284,11 +310,13 @@ def main() -> int:
                 minutes += config["provenance"]["seconds"] / 60
                 prob[seed].update(held_out_probabilities(model, config, fold, args, path))
                 own[seed].update({c: float(config["threshold"]) for c in FOLDS[fold]})
-        grids = [rule_counts(prob[s], truth, green) for s in seeds]
-        vegetation = [oof_vegetation(g) for g in grids]
+        vegetation = [oof_rules(rule_counts(prob[s], truth, index, ("vegetation",))) for s in seeds]
+        grids = [rule_counts(prob[s], truth, index) for s in seeds]
+        cover = [oof_rules(g) for g in grids]
         results = {"own threshold": [counts_at(prob[s], truth, own[s]) for s in seeds],
                    "OOF threshold": [counts_at(prob[s], truth, oof_thresholds(prob[s], truth)) for s in seeds],
-                   "OOF threshold + stable vegetation": [per_city for per_city, _ in vegetation]}
+                   "OOF threshold + stable vegetation": [per_city for per_city, _ in vegetation],
+                   "OOF threshold + stable vegetation and water": [per_city for per_city, _ in cover]}
         if len(seeds) > 1:
             souped: dict[str, np.ndarray] = {}
             for fold in range(len(FOLDS)):
@@ -318,6 +346,9 @@ def main() -> int:
                            "oof_vegetation_per_city": [{c: per_city[c].scores() for c in CITIES}
                                                        for per_city, _ in vegetation],
                            "oof_vegetation_rules": [rules for _, rules in vegetation],
+                           "oof_cover_f1": [pooled(per_city).f1 for per_city, _ in cover],
+                           "oof_cover_per_city": [{c: per_city[c].scores() for c in CITIES} for per_city, _ in cover],
+                           "oof_cover_rules": [rules for _, rules in cover],
                            "shipping": [shipping_rule(g) for g in grids]}
         print(f"{recipe}: {time.process_time() - started:.0f} s CPU scoring", flush=True)
     text = ("| recipe | threshold | OOF pooled F1 (mean ± sd over seeds) | per seed | fine-tuning min, all seeds |\n"

@@ -11,10 +11,10 @@
    >= 0.5, 0 below 0.05, ignored between) and the recipe is fine-tuned again on labelled + pseudo-labelled
    cities (``--no-self-training``: ship the teacher). Cross-validated the same way, each fold's student
    learning from its own fold's teacher, so no held-out label leaks.
-5. fp16 safetensors with the cross-validated threshold and stable-vegetation cut (``core/change/vegetation.py``:
-   probability 0 where both dates are green), chosen together. config.json records the recipe, the cross-validated
-   scores (pooled and per city) and how the threshold and cut were chosen; training-scores.json the fp16 model's scores
-   on its own cities (in-sample, not a quality claim).
+5. fp16 safetensors with the cross-validated threshold and stable-cover cuts (``core/change/stable_cover.py``:
+   probability 0 where both dates are green, or both are open water), chosen together. config.json records the
+   recipe, the cross-validated scores (pooled and per city) and how the threshold and cuts were chosen;
+   training-scores.json the fp16 model's scores on its own cities (in-sample, not a quality claim).
 
 About 30 + 45 + 10 minutes on 2 CPU cores. Existing stages in --work (and folds in --cv) are reused.
 """
@@ -39,8 +39,8 @@ from bench.ablation import BANDS  # noqa: E402
 from bench.bench_cv import CITIES, SHIPPED_RECIPE  # noqa: E402
 from core.change.default_model import DEFAULT_CHANGE_MODEL  # noqa: E402
 from core.change.pseudo import label_unlabelled_cities  # noqa: E402
+from core.change.stable_cover import COVERS, VEGETATION, WATER  # noqa: E402
 from core.change.training import CHANGE_KIND, load_change_model  # noqa: E402
-from core.change.vegetation import CONFIG_KEY as VEGETATION_KEY  # noqa: E402
 from core.checkpoint import load_model, save_model  # noqa: E402
 from core.cli import main as swimdiff  # noqa: E402
 from scripts.scenes import unlabelled_scenes  # noqa: E402
@@ -82,22 +82,23 @@ def self_trained(teacher: Path, encoder: Path, args: argparse.Namespace) -> Path
 
 def model_card(cv: dict, recipe: str) -> dict:
     """What config.json's metrics say about quality: the cross-validated scores (mean over the seeds, and each
-    seed's) with the stable-vegetation rule and threshold chosen out of fold, and the origin of the shipped
-    rule and threshold (seed 0's out-of-fold predictions: the shipped model is seed 0)."""
+    seed's) with the stable-cover rules and threshold chosen out of fold, and the origin of the shipped
+    rules and threshold (seed 0's out-of-fold predictions: the shipped model is seed 0)."""
     shipping = cv["shipping"][0]
-    f1s = cv["oof_vegetation_f1"]
-    per_city = cv["oof_vegetation_per_city"]
+    f1s = cv["oof_cover_f1"]
+    per_city = cv["oof_cover_per_city"]
     return {
         "cv_recipe": recipe, "cv_folds": "5 folds, 2 of the 10 labelled OSCD cities held out in each",
         "cv_seeds": cv["seeds"], "cv_f1": round(statistics.mean(f1s), 4),
         "cv_f1_sd": round(statistics.stdev(f1s), 4) if len(f1s) > 1 else None,
         "cv_f1_per_seed": [round(f, 4) for f in f1s],
-        "cv_f1_without_vegetation_rule": round(statistics.mean(cv["oof_threshold_f1"]), 4),
+        "cv_f1_without_stable_cover_rules": round(statistics.mean(cv["oof_threshold_f1"]), 4),
+        "cv_f1_with_vegetation_rule_only": round(statistics.mean(cv["oof_vegetation_f1"]), 4),
         "cv_per_city": {c: round(statistics.mean(seed[c]["f1"] for seed in per_city), 4) for c in per_city[0]},
         "cv_f1_at_threshold": shipping["pooled"]["f1"],
-        "threshold_rule": "the stable-vegetation cut and threshold with the best pooled F1 over the 10 cities' "
-                          "out-of-fold predictions of seed 0 (cv_f1 chooses each fold's cut and threshold on the other "
-                          "folds' cities only: the honest figure)",
+        "threshold_rule": "the stable-vegetation and stable-water cuts and the threshold with the best pooled F1 over "
+                          "the 10 cities' out-of-fold predictions of seed 0 (cv_f1 chooses each fold's cuts and "
+                          "threshold on the other folds' cities only: the honest figure)",
     }
 
 
@@ -138,8 +139,10 @@ def main() -> None:
     config["provenance"]["recreate"] = "make default-model (scripts/make_default_model.py)"
     config["metrics"].update(model_card(cv, recipe))
     config["threshold"] = cv["shipping"][0]["threshold"]
-    if cv["shipping"][0]["stable_vegetation_ndvi"] is not None:
-        config[VEGETATION_KEY] = cv["shipping"][0]["stable_vegetation_ndvi"]
+    for cover in COVERS:
+        config.pop(cover.config_key, None)
+        if cv["shipping"][0].get(cover.config_key) is not None:
+            config[cover.config_key] = cv["shipping"][0][cover.config_key]
     out = Path(args.out)
     staging = out.with_name(out.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
@@ -154,7 +157,8 @@ def main() -> None:
     size = (out / "model.safetensors").stat().st_size / 2**20
     print(f"default model in {out} ({size:.1f} MB), trained on all {len(CITIES)} labelled cities; cross-validated "
           f"F1 {config['metrics']['cv_f1']:.3f} (out-of-fold, pooled, mean over seeds {args.seeds}), "
-          f"threshold {config['threshold']:.2f}, stable vegetation above NDVI {config.get(VEGETATION_KEY)}")
+          f"threshold {config['threshold']:.2f}, stable vegetation above NDVI {config.get(VEGETATION.config_key)}, "
+          f"stable water above MNDWI {config.get(WATER.config_key)}")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,8 @@ class Runner(Outcomes):
 
     def detect(self, t1: QgsRasterLayer | None, t2: QgsRasterLayer | None, out: str = "", model: str = "",
                method: str = "model", threshold: float | None = None, probability: bool = True,
-               band_names: str = "", mask_clouds: bool = False, keep_vegetation: bool = False) -> WorkerTask:
+               band_names: str = "", mask_clouds: bool = False, keep_vegetation: bool = False,
+               keep_water: bool = False) -> WorkerTask:
         """Start ``swimdiff detect`` on two layers; the results become a styled layer group.
 
         Args:
@@ -129,6 +130,8 @@ class Runner(Outcomes):
                 bands) out of the change map.
             keep_vegetation: ``--keep-vegetation`` (method ``model``): score pixels green at both dates too, instead
                 of the model's stable-vegetation rule giving them probability 0.
+            keep_water: ``--keep-water`` (method ``model``): score pixels that are open water at both dates too,
+                instead of the model's stable-water rule giving them probability 0.
 
         Returns:
             The started task.
@@ -152,17 +155,14 @@ class Runner(Outcomes):
             args += ["--probability", str(prob_path)]
         args += ["--assume-band-names", band_names] if band_names else []
         args += ["--mask-clouds"] if mask_clouds else []
-        keep_vegetation = keep_vegetation and method == "model"
-        args += ["--keep-vegetation"] if keep_vegetation else []
+        keep_vegetation, keep_water = keep_vegetation and method == "model", keep_water and method == "model"
+        args += (["--keep-vegetation"] if keep_vegetation else []) + (["--keep-water"] if keep_water else [])
         parameters = {"t1": sources[0], "t2": sources[1], "method": method,
                       "model": "" if method == "cva" else model or "default",
                       "threshold_asked": "auto" if threshold is None else threshold}
-        if band_names:
-            parameters["assume_band_names"] = band_names
-        if mask_clouds:
-            parameters["mask_clouds"] = True
-        if keep_vegetation:
-            parameters["keep_vegetation"] = True
+        options = (("assume_band_names", band_names), ("mask_clouds", mask_clouds),
+                   ("keep_vegetation", keep_vegetation), ("keep_water", keep_water))
+        parameters |= {name: value for name, value in options if value}  # recorded only when asked for
         dates = (date_or_name(t1), date_or_name(t2)) if t1 is not None and t2 is not None else ("t1", "t2")
         outputs = [str(out_path)] + ([str(prob_path)] if prob_path else [])
         task = WorkerTask("SwiMDiff: detect changes", "detect", args, resolve_worker_python(), parameters, outputs)
@@ -173,7 +173,8 @@ class Runner(Outcomes):
 
     def adapt(self, t1: QgsRasterLayer | None, t2: QgsRasterLayer | None, labels: QgsMapLayer | None,
               out: str = "", model: str = "", label_field: str = CHANGE_FIELD, steps: int = 120,
-              batch_size: int = 8, band_names: str = "", keep_vegetation: bool = False) -> WorkerTask:
+              batch_size: int = 8, band_names: str = "", keep_vegetation: bool = False,
+              keep_water: bool = False) -> WorkerTask:
         """Start ``swimdiff adapt``: fine-tune a change model on the polygons of ``labels`` drawn over two dates.
 
         The worker reads a copy of the polygons as they are drawn (unsaved edits and memory layers included; the
@@ -191,6 +192,7 @@ class Runner(Outcomes):
             band_names: ``--assume-band-names`` for unnamed bands; empty for none.
             keep_vegetation: ``--keep-vegetation``: the adapted model drops the starting model's stable-vegetation
                 rule.
+            keep_water: ``--keep-water``: the adapted model drops the starting model's stable-water rule.
 
         Raises:
             ValueError: A parameter is missing or wrong; the message says which and how to fix it.
@@ -220,10 +222,11 @@ class Runner(Outcomes):
         args = ["--t1", sources[0], "--t2", sources[1], "--labels", str(copy), "--label-field", label_field,
                 "--out", str(folder), "--steps", str(steps), "--batch-size", str(batch_size)]
         args += (["--model", model] if model else []) + (["--assume-band-names", band_names] if band_names else [])
-        args += ["--keep-vegetation"] if keep_vegetation else []
+        args += (["--keep-vegetation"] if keep_vegetation else []) + (["--keep-water"] if keep_water else [])
         parameters = {"t1": sources[0], "t2": sources[1], "labels": labels.name(), "polygons": polygons,
-                      "model": model or "default", "steps": steps, **({"keep_vegetation": True}
-                                                                      if keep_vegetation else {})}
+                      "model": model or "default", "steps": steps}
+        parameters |= {name: True for name, kept in (("keep_vegetation", keep_vegetation), ("keep_water", keep_water))
+                       if kept}
         task = WorkerTask("SwiMDiff: adapt to this area", "adapt", args, python, parameters)
         task.succeeded.connect(lambda result: self._adapted(result, str(folder)))
         task.failed.connect(lambda _error: remove_labels_copy(copy, folder if created else None))

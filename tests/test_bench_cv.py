@@ -14,8 +14,8 @@ from test_change_adapt import tiny_change_model
 from bench.bench_cv import (
     CITIES,
     FOLDS,
+    oof_rules,
     oof_thresholds,
-    oof_vegetation,
     pseudo_labels,
     rule_counts,
     shipping_rule,
@@ -91,18 +91,23 @@ def test_the_shipping_threshold_is_the_best_over_all_out_of_fold_cities() -> Non
     assert set(chosen["per_city"]) == set(CITIES)
 
 
-def test_the_vegetation_cut_is_chosen_out_of_fold_with_the_threshold() -> None:
-    """Green-at-both-dates pixels that the model calls changed are false alarms: the rule removes them."""
+def test_the_cover_cuts_are_chosen_out_of_fold_with_the_threshold() -> None:
+    """Pixels green at both dates, or water at both dates, that the model calls changed are false alarms: the rules
+    remove them, each cut chosen on the other folds' cities together with the threshold."""
     rng = np.random.default_rng(2)
     truth = {c: (rng.random((40, 40)) < 0.1).astype(np.uint8) for c in CITIES}
     green = {c: np.where(rng.random((40, 40)) < 0.3, 0.6, 0.05) for c in CITIES}  # min NDVI of the two dates
-    prob = {c: np.where((truth[c] == 1) | (green[c] > 0.5), 0.8, 0.1) for c in CITIES}
-    for c in CITIES:
-        green[c][truth[c] == 1] = 0.05  # real changes are never green at both dates here
-    counts = rule_counts(prob, truth, green)
-    per_city, rules = oof_vegetation(counts)
-    assert all(cut is not None and cut < 0.6 for cut, _ in rules) and set(per_city) == set(CITIES)
-    assert sum(per_city.values(), ChangeCounts()).f1 == 1.0
-    assert shipping_threshold(prob, truth)["pooled"]["f1"] < 0.8  # without the rule the green pixels stay
-    shipped = shipping_rule(counts)
-    assert shipped["stable_vegetation_ndvi"] is not None and shipped["pooled"]["f1"] == 1.0
+    water = {c: np.where(rng.random((40, 40)) < 0.2, 0.75, -0.3) for c in CITIES}  # min MNDWI of the two dates
+    prob = {c: np.where((truth[c] == 1) | (green[c] > 0.5) | (water[c] > 0.5), 0.8, 0.1) for c in CITIES}
+    for c in CITIES:  # real changes are never green, nor water, at both dates here
+        green[c][truth[c] == 1], water[c][truth[c] == 1] = 0.05, -0.3
+    index = {"vegetation": green, "water": water}
+    per_city, rules = oof_rules(rule_counts(prob, truth, index))
+    assert all(g is not None and g < 0.6 and w is not None and w < 0.75 for g, w, _ in rules)
+    assert sum(per_city.values(), ChangeCounts()).f1 == 1.0 and set(per_city) == set(CITIES)
+    vegetation_only, rules = oof_rules(rule_counts(prob, truth, index, ("vegetation",)))
+    assert all(w is None for _, w, _ in rules) and sum(vegetation_only.values(), ChangeCounts()).f1 < 1.0
+    assert shipping_threshold(prob, truth)["pooled"]["f1"] < 0.8  # without the rules the stable pixels stay
+    shipped = shipping_rule(rule_counts(prob, truth, index))
+    assert shipped["stable_vegetation_ndvi"] is not None and shipped["stable_water_mndwi"] is not None
+    assert shipped["pooled"]["f1"] == 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,14 +85,14 @@ def drawn(folder: Path) -> Path:
         (_box(10, 20, 30, 44), 1), (_box(60, 50, 80, 74), 1)])
 
 
-def tiny_change_model(folder: Path) -> Path:
-    """A small random change model on the test bands (a 'swimdiff-change' folder)."""
+def tiny_change_model(folder: Path, bands: Sequence[str] = BANDS) -> Path:
+    """A small random change model on ``bands`` (a 'swimdiff-change' folder)."""
     torch.manual_seed(0)
-    model = encoder_network("resnet18", len(BANDS), None, None)
-    config = {"kind": CHANGE_KIND, "architecture": {"arch": "resnet18", "in_chans": len(BANDS),
+    model = encoder_network("resnet18", len(bands), None, None)
+    config = {"kind": CHANGE_KIND, "architecture": {"arch": "resnet18", "in_chans": len(bands),
                                                     "decoder_channels": [128, 64, 48, 32]},
-              "bands": list(BANDS), "normalization": {"bands": list(BANDS), "mean": [1000.0] * 4,
-                                                      "std": [300.0] * 4, "value_scale": "sentinel2_dn"},
+              "bands": list(bands), "normalization": {"bands": list(bands), "mean": [1000.0] * len(bands),
+                                                      "std": [300.0] * len(bands), "value_scale": "sentinel2_dn"},
               "patch_size": 64, "threshold": 0.5, "provenance": {"note": "test"}}
     save_model(folder, model.state_dict(), config)
     return folder

@@ -179,6 +179,7 @@ def test_unsaved_drawings_of_a_memory_layer_reach_the_worker_and_the_model_goes_
     page = dock.adapt_page
     page.steps_spin.setValue(40)
     page.vegetation_check.setChecked(True)
+    page.water_check.setChecked(True)
     start = tmp_path / "start-model"
     start.mkdir()
     (start / "config.json").write_text(json.dumps({"kind": "swimdiff-change", "bands": ["B02", "B03"],
@@ -196,7 +197,7 @@ def test_unsaved_drawings_of_a_memory_layer_reach_the_worker_and_the_model_goes_
     assert adapt_call.split() == [
         "-m", "core.cli", "adapt", "--t1", t1.source(), "--t2", t2.source(), "--labels",
         str(model / "training-labels.gpkg"), "--label-field", "change", "--out", str(model), "--steps", "40",
-        "--batch-size", "8", "--model", str(start), "--keep-vegetation", "--events", "jsonl"]
+        "--batch-size", "8", "--model", str(start), "--keep-vegetation", "--keep-water", "--events", "jsonl"]
     copied = ogr.Open(str(seen))
     features = [(f.GetField("change"), round(f.GetGeometryRef().GetArea())) for f in copied.GetLayer(0)]
     assert sorted(features) == [(0, 10000), (0, 25000), (1, 30000)]  # the three polygons, never saved
@@ -239,24 +240,41 @@ def test_mask_clouds_reaches_the_worker_and_the_message_says_how_cloudy(dock, qg
     assert "mask_clouds: True" in dock.runner.last_layers.mask.metadata().abstract()
 
 
-def test_keep_vegetation_is_offered_for_a_model_and_reaches_the_worker(dock, fake_worker,  # noqa: F811
-                                                                        tmp_path: Path) -> None:
+KEEP_RULES = {"vegetation_check": "--keep-vegetation", "water_check": "--keep-water"}  # the model's stable-cover rules
+
+
+@pytest.mark.parametrize("check", list(KEEP_RULES))
+def test_keeping_a_stable_cover_is_offered_for_a_model_and_reaches_the_worker(dock, fake_worker,  # noqa: F811
+                                                                             tmp_path: Path, check: str) -> None:
     mask = write_geotiff(tmp_path / "mask.tif", np.ones((1, 8, 8), np.uint8), nodata=255)
     outputs = {"change": str(mask), "method": "model", "threshold": 0.2, "changed_fraction": 0.02}
     args = fake_worker(event(event="result", outputs=outputs))
     add_pair(tmp_path)
     page = dock.detect_page
+    box, flag = getattr(page, check), KEEP_RULES[check]
     page.probability_check.setChecked(False)
-    page.method_combo.select("cva")
-    assert page.vegetation_check.isHidden()  # a rule of models: CVA has none
+    for method in ("cva", "features"):
+        page.method_combo.select(method)
+        assert box.isHidden(), method  # a rule of models: CVA and the feature distance have none
     page.method_combo.select("model")
-    assert not page.vegetation_check.isHidden() and not page.vegetation_check.isChecked()
+    assert not box.isHidden() and not box.isChecked()
+    assert box.text() == {"vegetation_check": "Green areas can change", "water_check": "Water can change"}[check]
     for checked in (False, True):
-        page.vegetation_check.setChecked(checked)
+        box.setChecked(checked)
         page.detect_button.click()
         wait_until_idle(dock)
-        assert ("--keep-vegetation" in args.read_text().split()) == checked
-    assert "keep_vegetation: True" in dock.runner.last_layers.mask.metadata().abstract()
+        passed = [word for word in args.read_text().split() if word.startswith("--keep-")]
+        assert passed == ([flag] if checked else [])  # the other rule is kept
+    recorded = flag.removeprefix("--").replace("-", "_")
+    assert f"{recorded}: True" in dock.runner.last_layers.mask.metadata().abstract()
+
+
+@pytest.mark.parametrize("command", ["detect", "adapt"])
+def test_the_worker_accepts_the_rule_flags_the_plugin_passes(command: str) -> None:
+    """The panel and Processing pass these flags to ``swimdiff detect`` and ``swimdiff adapt``."""
+    help_text = subprocess.run([sys.executable, "-m", "core.cli", command, "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120).stdout
+    assert "--keep-vegetation" in help_text and "--keep-water" in help_text
 
 
 # --- real runs on a crop of the OSCD Nantes pair ---------------------------------------------------------

@@ -134,7 +134,7 @@ def test_the_method_box_shows_words_and_the_threshold_line_follows_the_method(do
     assert page.method() == "model"
     assert page.threshold_spin.specialValueText() == SHIPPED_AUTO  # the shipped model's threshold
     assert page.model_label.text().startswith("swimdiff-change: bands B01")
-    assert page.model_label.text().endswith("; green at both dates (NDVI > 0.15) is not change")
+    assert "; green at both dates (NDVI > 0.15) is not change" in page.model_label.text()
 
     combo.setCurrentText("cva")  # an id chooses its words
     assert combo.currentText() == "Change vector analysis" and page.method() == "cva"
@@ -147,6 +147,24 @@ def test_the_method_box_shows_words_and_the_threshold_line_follows_the_method(do
     assert not page.model_widget.isHidden() and page.threshold_spin.specialValueText() == "auto (Otsu's)"
     combo.select("model")
     assert page.threshold_spin.specialValueText() == SHIPPED_AUTO
+
+
+@pytest.mark.parametrize(("rules", "said"), [
+    ({"stable_vegetation_ndvi": 0.15, "stable_water_mndwi": 0.2},
+     "; green at both dates (NDVI > 0.15) is not change; open water at both dates (MNDWI > 0.2) is not change"),
+    ({"stable_water_mndwi": 0.05}, "; open water at both dates (MNDWI > 0.05) is not change"),
+    ({"stable_vegetation_ndvi": 0.3}, "; green at both dates (NDVI > 0.3) is not change"),
+    ({}, ""),
+])
+def test_the_model_line_names_the_models_stable_cover_rules(dock, tmp_path: Path, rules: dict, said: str) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"kind": "swimdiff-change", "bands": ["B03", "B11"],
+                                                   "threshold": 0.25, **rules}))
+    page = dock.detect_page
+    page.method_combo.select("model")
+    page.model_widget.setFilePath(str(model))
+    assert page.model_label.text() == "swimdiff-change: bands B03, B11; threshold 0.25" + said
 
 
 def test_the_two_dates_default_to_different_layers_and_never_to_a_result(dock, tmp_path: Path) -> None:

@@ -97,9 +97,12 @@ def test_the_provider_lists_its_algorithms_with_typed_parameters(provider) -> No
     assert sorted(a.id() for a in registry.providerById("swimdiff").algorithms()) == ALGORITHMS
     detect = registry.algorithmById("swimdiff:detectchange")
     parameters = {p.name(): p for p in detect.parameterDefinitions()}
-    assert list(parameters) == ["T1", "T2", "MODEL", "METHOD", "THRESHOLD", "MASK_CLOUDS", "KEEP_VEGETATION", "TILE",
-                                "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT", "PROBABILITY"]
-    assert parameters["KEEP_VEGETATION"].type() == "boolean" and parameters["KEEP_VEGETATION"].defaultValue() is False
+    assert list(parameters) == ["T1", "T2", "MODEL", "METHOD", "THRESHOLD", "MASK_CLOUDS", "KEEP_VEGETATION",
+                                "KEEP_WATER", "TILE", "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT", "PROBABILITY"]
+    for name in ("KEEP_VEGETATION", "KEEP_WATER"):
+        assert parameters[name].type() == "boolean" and parameters[name].defaultValue() is False, name
+    assert parameters["KEEP_WATER"].description() == (
+        "Score pixels that are open water at both dates too (model: drop its stable-water rule)")
     assert parameters["T1"].type() == parameters["T2"].type() == "raster"
     optional = {n for n, p in parameters.items() if p.flags() & QgsProcessingParameterDefinition.FlagOptional}
     assert optional == {"MODEL", "THRESHOLD", "PROBABILITY"}
@@ -192,6 +195,39 @@ def test_a_given_threshold_reaches_the_worker(provider, tmp_path: Path) -> None:
     assert result["USED_THRESHOLD"] == 1e9 and result["CHANGED_FRACTION"] == 0
     assert result["OUTPUT"].endswith(".tif") and not read(result["OUTPUT"]).any()
     assert result["PROBABILITY"] is None
+
+
+@pytest.mark.parametrize(("method", "keep", "expected"), [
+    (0, {"KEEP_WATER": True}, ["--keep-water"]),
+    (0, {"KEEP_VEGETATION": True}, ["--keep-vegetation"]),
+    (0, {"KEEP_VEGETATION": True, "KEEP_WATER": True}, ["--keep-vegetation", "--keep-water"]),
+    (0, {}, []),
+    (CVA, {"KEEP_VEGETATION": True, "KEEP_WATER": True}, []),  # rules of models: CVA has none to drop
+])
+def test_dropping_a_models_stable_cover_rules_reaches_the_worker_for_the_model_method_only(
+    provider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: int, keep: dict, expected: list[str]
+) -> None:
+    import json
+    import shlex
+
+    import processing
+
+    t1, t2 = make_pair(tmp_path)
+    out, args_file = tmp_path / "change.tif", tmp_path / "args.txt"
+    outputs = {"change": str(out), "threshold": 0.3, "changed_fraction": 0.1}
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "$*" > {args_file}\n'
+                      f"echo {shlex.quote(json.dumps({'event': 'result', 'outputs': outputs}))}\n")
+    python.chmod(0o755)
+    monkeypatch.setenv("SWIMDIFF_PYTHON", str(python))
+
+    result = processing.run("swimdiff:detectchange", {"T1": str(t1), "T2": str(t2), "METHOD": method, **keep,
+                                                      "OUTPUT": str(out)})
+
+    args = args_file.read_text().split()
+    assert args[args.index("--method") + 1] == ("cva" if method == CVA else "model")
+    assert [word for word in args if word.startswith("--keep-")] == expected
+    assert result["OUTPUT"] == str(out) and result["USED_THRESHOLD"] == 0.3
 
 
 def test_cancel_ends_the_worker_and_leaves_no_file(provider, tmp_path: Path) -> None:

@@ -148,8 +148,12 @@ def test_adapt_has_typed_parameters_with_the_clis_defaults(provider) -> None:
     adapt = registry.algorithmById("swimdiff:adapt")
     assert adapt.displayName() == "Adapt change detection to this area"
     parameters = {p.name(): p for p in adapt.parameterDefinitions()}
-    assert list(parameters) == ["T1", "T2", "LABELS", "LABEL_FIELD", "MODEL", "ENCODER", "KEEP_VEGETATION", "STEPS",
-                                "BATCH_SIZE", "LR", "EVAL_EVERY", "SEED", "DEVICE", "OUTPUT"]
+    assert list(parameters) == ["T1", "T2", "LABELS", "LABEL_FIELD", "MODEL", "ENCODER", "KEEP_VEGETATION",
+                                "KEEP_WATER", "STEPS", "BATCH_SIZE", "LR", "EVAL_EVERY", "SEED", "DEVICE", "OUTPUT"]
+    for name in ("KEEP_VEGETATION", "KEEP_WATER"):
+        assert parameters[name].type() == "boolean" and parameters[name].defaultValue() is False, name
+    assert parameters["KEEP_WATER"].description() == (
+        "Water at both dates can be change (drop the starting model's stable-water rule)")
     assert parameters["T1"].type() == parameters["T2"].type() == "raster"
     assert isinstance(parameters["LABELS"], QgsProcessingParameterFeatureSource)
     assert parameters["LABELS"].dataTypes() == [QgsProcessing.TypeVectorPolygon]
@@ -225,13 +229,13 @@ def test_adapt_passes_a_layer_of_a_geopackage_and_every_option_to_the_cli(
     result = processing.run("swimdiff:adapt", {
         "T1": str(t1), "T2": str(t2), "LABELS": f"{gpkg}|layername=drawn", "LABEL_FIELD": "truth",
         "MODEL": str(tmp_path), "STEPS": 7, "BATCH_SIZE": 3, "LR": 1e-3, "EVAL_EVERY": 5, "SEED": 9,
-        "DEVICE": "cuda:1", "KEEP_VEGETATION": True, "OUTPUT": str(tmp_path / "model")})
+        "DEVICE": "cuda:1", "KEEP_VEGETATION": True, "KEEP_WATER": True, "OUTPUT": str(tmp_path / "model")})
 
     assert shlex.split(args_file.read_text()) == [
         "-m", "core.cli", "adapt", "--t1", str(t1), "--t2", str(t2), "--labels", f"{gpkg}|layername=drawn",
         "--label-field", "truth", "--out", str(tmp_path / "model"), "--steps", "7", "--batch-size", "3",
         "--lr", "0.001", "--eval-every", "5", "--seed", "9", "--device", "cuda:1", "--model", str(tmp_path),
-        "--keep-vegetation", "--events", "jsonl"]  # the layer is named, not copied
+        "--keep-vegetation", "--keep-water", "--events", "jsonl"]  # the layer is named, not copied
     assert result == {"OUTPUT": str(tmp_path / "model"), "THRESHOLD": 0.25, "VAL_F1": 0.6, "ZERO_SHOT_F1": 0.5,
                       "BEST_STEP": 40}
 
@@ -259,6 +263,7 @@ def test_a_memory_layer_and_its_unsaved_edits_reach_the_worker_as_a_temporary_ge
     labels = args[args.index("--labels") + 1]
     assert labels.endswith(".gpkg") and Path(labels).is_file() and args[args.index("--encoder") + 1] == str(tmp_path)
     assert "--model" not in args and args[args.index("--steps") + 1] == "120"
+    assert not [word for word in args if word.startswith("--keep-")]  # the starting model's rules by default
     exported = QgsVectorLayer(labels, "exported")
     assert exported.crs().authid() == "EPSG:4326"
     assert sorted(f["change"] for f in exported.getFeatures()) == [0, 1]  # the unsaved polygon too

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from .labels import UNLABELLED, label_counts, rasterize_labels, read_label_polyg
 from .matching import match_pair, uses_matching
 from .pair import open_pair
 from .patches import ChangePatchDataset, CityStack
+from .stable_cover import COVERS, stable_cover
 from .training import (
     CHANGE_KIND,
     FinetuneResult,
@@ -48,8 +49,6 @@ from .training import (
     train_steps,
     validation_row,
 )
-from .vegetation import CONFIG_KEY as VEGETATION_KEY
-from .vegetation import stable_vegetation
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +138,8 @@ def starting_model(model_dir: str | Path | None, encoder_dir: str | Path | None,
 def _read_pair(pair: LabelledPair, config: dict[str, Any], label_field: str, patch_size: int, seed: int,
                assume_band_names: Sequence[str], value_scale: str) -> tuple[CityStack, CityStack, dict[str, Any]]:
     """(training stack, validation stack, provenance) of one pair, read only around its labelled pixels; with the
-    config's stable-vegetation rule the validation stack knows its green pixels, so the threshold is chosen on what
-    detect will give."""
+    config's stable-cover rules (:mod:`~core.change.stable_cover`) the validation stack knows the pixels they zero,
+    so the threshold is chosen on what detect will give."""
     stats = BandStats.from_dict(config["normalization"])
     opened = open_pair(pair.t1, pair.t2, config["bands"], assume_band_names, stats.value_scale, value_scale)
     grid = opened.grid
@@ -150,8 +149,8 @@ def _read_pair(pair: LabelledPair, config: dict[str, Any], label_field: str, pat
                       patch_size)
     window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
     (x1, v1), (x2, v2) = (reader.read(window) for reader in opened.readers())
-    vegetation = stable_vegetation(config, opened.bands)
-    green = vegetation.mask(x1, x2) if vegetation is not None else None
+    stable = stable_cover(config, opened.bands)
+    ruled = stable.mask(x1, x2) if stable is not None else None
     if uses_matching(config):  # the whole pair's mapping, as detect computes it
         x2 = match_pair(opened).apply(x2)
     valid = np.zeros((grid.height, grid.width), dtype=bool)
@@ -163,7 +162,7 @@ def _read_pair(pair: LabelledPair, config: dict[str, Any], label_field: str, pat
     val_label = split.val[rows, cols]
     box = _box(val_label != UNLABELLED, CONTEXT, 64) if (val_label != UNLABELLED).any() else (slice(0, 0),) * 2
     val = CityStack(f"{name} (held out)", x1[(slice(None), *box)], x2[(slice(None), *box)], val_label[box],
-                    green[box] if green is not None else None)
+                    ruled[box] if ruled is not None else None)
     provenance = {"t1": str(pair.t1), "t2": str(pair.t2), "labels": str(pair.labels), "polygons": len(polygons),
                   "pixels": {"train": label_counts(train.label), "val": label_counts(val.label)},
                   "cut_polygons": list(split.cut_polygons), "warped": opened.warped}
@@ -204,14 +203,15 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
                        encoder_dir: str | Path | None = None, train: TrainConfig = ADAPT_TRAIN,
                        label_field: str = "change", patch_size: int = 96, eval_every: int = 20, ema: float = 0.9,
                        assume_band_names: Sequence[str] = (), value_scale: str = "auto",
-                       keep_vegetation: bool = False,
+                       keep: Collection[str] = (),
                        progress: Callable[[float, str], None] | None = None,
                        should_stop: Callable[[], bool] | None = None,
                        on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> AdaptResult:
     """Fine-tune a change model on drawn polygons and write a ``swimdiff-change`` model folder.
 
-    The starting model's stable-vegetation rule (:mod:`~core.change.vegetation`) is kept, and applied when
-    validating, unless ``keep_vegetation`` (then the adapted model has none: green-to-green changes are scored).
+    The starting model's stable-cover rules (:mod:`~core.change.stable_cover`) are kept, and applied when
+    validating, except those of the covers named in ``keep`` ("vegetation", "water"): the adapted model drops them,
+    so changes within green areas, or within water, are scored.
 
     Raises:
         SwimDiffError: unreadable rasters or labels, too few labelled pixels, an unusable ``out_dir``, a cancel.
@@ -224,8 +224,9 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
     model, config, is_change_model = starting_model(model_dir, encoder_dir, device)
-    if keep_vegetation:
-        config.pop(VEGETATION_KEY, None)
+    for cover in COVERS:
+        if cover.name in keep:
+            config.pop(cover.config_key, None)
     report(0.0, f"reading {len(pairs)} pair(s) and their labels on {describe_device(device)}")
     read = [_read_pair(p, config, label_field, patch_size, train.seed, assume_band_names, value_scale) for p in pairs]
     trains, provenances = [r[0] for r in read], [r[2] for r in read]
@@ -256,7 +257,7 @@ def adapt_change_model(pairs: Sequence[LabelledPair], out_dir: str | Path, model
         "kind": CHANGE_KIND, **{k: config[k] for k in ("architecture", "bands", "normalization", "patch_size")},
         "match_dates": uses_matching(config),
         "threshold": best["threshold"], "threshold_from": best.get("threshold_from", "held-out polygons"),
-        **({VEGETATION_KEY: config[VEGETATION_KEY]} if VEGETATION_KEY in config else {}),
+        **{c.config_key: config[c.config_key] for c in COVERS if c.config_key in config},
         "metrics": {"best_step": best["step"], **{f"val_{k}": v for k, v in best["scores"].items()},
                     **{f"zero_shot_val_{k}": v for k, v in zero_shot.items()}},
         "train": train.to_dict(), "ema": ema,

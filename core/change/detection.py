@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +40,8 @@ from .pair import (
     mask_geotiff,
 )
 from .predict import predict_batch
+from .stable_cover import StableCover, stable_cover
 from .training import load_change_model
-from .vegetation import CONFIG_KEY, StableVegetation, stable_vegetation
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,10 @@ def network_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
 
 def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Tiling,
                   tick: Callable[[], None], match: DateMatch | None = None,
-                  vegetation: StableVegetation | None = None) -> Iterator[tuple[Window, np.ndarray]]:
+                  stable: StableCover | None = None) -> Iterator[tuple[Window, np.ndarray]]:
     """Blended scores of the whole raster, strip by strip: ``(window of full rows, scores)``, NaN at nodata.
-    ``match``: the pair's t2-onto-t1 mapping, applied to every tile of t2 before normalising. ``vegetation``:
-    scores 0 where both dates are green (:mod:`~core.change.vegetation`, judged on the values as read).
+    ``match``: the pair's t2-onto-t1 mapping, applied to every tile of t2 before normalising. ``stable``:
+    scores 0 where a cover is there at both dates (:mod:`~core.change.stable_cover`, judged on the values as read).
 
     Pixels invalid (nodata or NaN) in either date are NaN in the scores and zero in the network's
     input, so they never leak into their neighbours' scores beyond the receptive field.
@@ -75,21 +75,21 @@ def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Ti
     readers = pair.readers()
 
     def predict(tiles: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
-        x1s, x2s, oks, greens = [], [], [], []
+        x1s, x2s, oks, stables = [], [], [], []
         for t in tiles:
             window = Window(t.col, t.row, t.width, t.height)
             (x1, v1), (x2, v2) = readers[0].read(window), readers[1].read(window)
             ok = v1 & v2
-            if vegetation is not None:
-                greens.append(vegetation.mask(x1, x2))
+            if stable is not None:
+                stables.append(stable.mask(x1, x2))
             if match is not None:
                 x2 = match.apply(x2)
             x1s.append(stats.apply(x1, ok))
             x2s.append(stats.apply(x2, ok))
             oks.append(ok)
         scores = scorer(np.stack(x1s), np.stack(x2s))  # (n, t, t)
-        if greens:
-            scores = np.where(np.stack(greens), 0.0, scores).astype(np.float32)
+        if stables:
+            scores = np.where(np.stack(stables), 0.0, scores).astype(np.float32)
         return scores[:, None], np.stack(oks)  # (n, 1, t, t), (n, t, t)
 
     for window, scores in stream_blended(pair.grid.height, pair.grid.width, 1, tiling, predict, tick):
@@ -99,7 +99,7 @@ def stream_scores(pair: RasterPair, stats: BandStats, scorer: Scorer, tiling: Ti
 def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
                       probability_out: str | Path | None = None, tile: int = 256, overlap: int = 32,
                       batch_size: int = 8, threshold: float | None = None, device_name: str = "auto",
-                      keep_vegetation: bool = False, progress: Progress | None = None,
+                      keep: Collection[str] = (), progress: Progress | None = None,
                       should_stop: ShouldStop | None = None) -> DetectResult:
     """Change mask (and probability) of a raster pair with a ``swimdiff finetune-change`` model, in one pass.
 
@@ -111,7 +111,8 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
         tile, overlap, batch_size: tiling and batching of the model.
         threshold: probability threshold (default: the one chosen on validation, in config.json).
         device_name: auto, cpu, cuda or cuda:N.
-        keep_vegetation: do not apply the model's stable-vegetation rule (:mod:`~core.change.vegetation`).
+        keep: covers ("vegetation", "water") whose stable-cover rule of the model is not applied
+            (:mod:`~core.change.stable_cover`): scored like the other pixels.
         progress, should_stop: progress callback and cancel poll (a cancel leaves no output).
 
     Raises:
@@ -126,11 +127,11 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
     match = match_pair(pair) if uses_matching(config) else None
     if match is not None:
         logger.info("t2 matched onto t1: %s", match.to_dict())
-    vegetation = None if keep_vegetation else stable_vegetation(config, pair.bands)
-    rule = {CONFIG_KEY: f"{vegetation.cut:g}"} if vegetation else {}
-    if vegetation is not None:
-        logger.info("pixels green at both dates (NDVI above %g at each) are not change (--keep-vegetation: scored "
-                    "like the others)", vegetation.cut)
+    stable = stable_cover(config, pair.bands, keep)
+    rule = stable.tags() if stable is not None else {}
+    if stable is not None:
+        logger.info("pixels %s are not change (%s: score them like the others)", stable.describe(),
+                    ", ".join(f"--keep-{r.cover.name}" for r in stable.rules))
     tiling = Tiling(tile, overlap, batch_size)
     side, used_overlap, tiles = tiling.fitted(pair.grid.height, pair.grid.width)
     logger.info("model %s on %s: %d tiles of %d px (overlap %d), threshold %.2f", model_dir,
@@ -144,7 +145,7 @@ def detect_with_model(pair: RasterPair, model_dir: str | Path, out: str | Path,
                                               descriptions=["change probability"], tags={**rule, **pair.tags()}))
                     if prob_path else None)
         for window, prob in stream_scores(pair, stats, network_scorer(model, device), tiling, tick, match,
-                                          vegetation):
+                                          stable):
             mask = change_mask(prob, chosen)
             mask_tif.write(mask, window)
             if prob_tif is not None:

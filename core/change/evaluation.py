@@ -33,8 +33,8 @@ from .oscd import OscdCity, oscd_cities, read_change_mask
 from .patches import read_city_pair
 from .predict import predict_probability
 from .report import markdown_report, rgb_preview, save_comparison
+from .stable_cover import stable_cover
 from .training import load_change_model
-from .vegetation import stable_vegetation
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +215,9 @@ def evaluate_oscd(root: str | Path, cities: list[str] | None, model_dir: str | P
             stats = BandStats.from_dict(config["normalization"])
             seen_x2 = match_dates(x1, x2, valid).apply(x2) if uses_matching(config) else x2
             prob = predict_probability(model, stats.apply(x1, valid), stats.apply(seen_x2, valid), device=device)
-            vegetation = stable_vegetation(config, bands) if method == "model" else None
-            if vegetation is not None:  # as detect does
-                prob = vegetation.apply(prob, x1, x2)
+            stable = stable_cover(config, bands) if method == "model" else None
+            if stable is not None:  # as detect does
+                prob = stable.apply(prob, x1, x2)
             prediction = prob > (config["threshold"] if method == "model" else otsu_threshold(prob[valid]))
         else:
             magnitude, threshold = cva_change(x1, x2, valid)

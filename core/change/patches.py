@@ -28,14 +28,14 @@ IGNORE = 255
 
 @dataclass
 class CityStack:
-    """One city in memory: normalised dates (C, H, W) and the mask (H, W; 0, 1 or 255 = ignore); ``green``: the
-    pixels a model's stable-vegetation rule gives probability 0 (:mod:`~core.change.vegetation`), if it has one."""
+    """One city in memory: normalised dates (C, H, W) and the mask (H, W; 0, 1 or 255 = ignore); ``stable``: the
+    pixels a model's stable-cover rules give probability 0 (:mod:`~core.change.stable_cover`), if it has any."""
 
     name: str
     x1: np.ndarray
     x2: np.ndarray
     label: np.ndarray
-    green: np.ndarray | None = None
+    stable: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 A pseudo-label is a change mask made from a model's probabilities: 1 where the probability is at least
 ``positive``, 0 where it is below ``negative``, 255 (ignored by the loss) in between; with a stable-vegetation
-cut (:mod:`~core.change.vegetation`), 0 also where both dates are green, so that the student learns the rule
+cut (:mod:`~core.change.stable_cover`), 0 also where both dates are green, so that the student learns the rule
 instead of copying the teacher's seasonal false alarms. Stored as one
 single-band uint8 GeoTIFF per city, ``<city>.tif`` on the B02 grid of its ``imgs_1`` (the OSCD label grid),
 and read back as extra training cities by ``finetune-change --pseudo-labels DIR`` (never for validation).
@@ -24,7 +24,7 @@ from .matching import uses_matching
 from .oscd import oscd_cities
 from .patches import IGNORE, CityStack, normalised_pair, read_city_pair
 from .predict import predict_probability
-from .vegetation import NIR, RED, StableVegetation
+from .stable_cover import VEGETATION, StableCover, StableRule
 
 
 def pseudo_label(probability: np.ndarray, negative: float, positive: float) -> np.ndarray:
@@ -67,8 +67,8 @@ def label_unlabelled_cities(teacher: nn.Module | Sequence[nn.Module], config: di
         x1, x2, valid = normalised_pair(city, config["bands"], stats, uses_matching(config))
         prob = np.mean([predict_probability(model, x1, x2) for model in teachers], axis=0)
         if vegetation is not None:
-            raw1, raw2, _ = read_city_pair(city, [RED, NIR])
-            prob = StableVegetation(0, 1, vegetation).apply(prob, raw1, raw2)
+            raw1, raw2, _ = read_city_pair(city, [VEGETATION.a, VEGETATION.b])
+            prob = StableCover((StableRule(VEGETATION, 0, 1, vegetation),)).apply(prob, raw1, raw2)
         label = pseudo_label(np.where(valid, prob, np.nan), negative, positive)
         written.append(folder / f"{city.name}.tif")
         write_pseudo_label(label, next(city.t1.glob("*_B02.tif")), written[-1])

@@ -334,9 +334,9 @@ def finetune_change(data_root: str | Path, out_dir: str | Path, train_cities: li
 
 
 def stack_probability(model: torch.nn.Module, city: CityStack, device: torch.device) -> np.ndarray:
-    """The change probability of a city in memory, 0 on its ``green`` pixels (as detect gives them)."""
+    """The change probability of a city in memory, 0 on its ``stable`` pixels (as detect gives them)."""
     prob = predict_probability(model, city.x1, city.x2, device=device)
-    return prob if city.green is None else np.where(city.green, 0.0, prob).astype(np.float32)
+    return prob if city.stable is None else np.where(city.stable, 0.0, prob).astype(np.float32)
 
 
 def _validate(model: torch.nn.Module, cities: list[CityStack], device: torch.device) -> tuple[float, ChangeCounts]:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import replace
 
 from ..events import Reporter
-from .common import Formatter, StopOnSignal, add_reading_options
+from .common import Formatter, StopOnSignal, add_reading_options, kept_covers
 
 logger = logging.getLogger("core.cli")
 
@@ -40,6 +40,9 @@ def add(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-vegetation", action="store_true",
                    help="drop the starting model's stable-vegetation rule (pixels green at both dates are not "
                         "change): use it when the changes you draw include changes within green areas")
+    p.add_argument("--keep-water", action="store_true",
+                   help="drop the starting model's stable-water rule (pixels that are open water at both dates are "
+                        "not change): use it when the changes you draw include changes on water")
     add_reading_options(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of patches and the hold-out")
@@ -64,7 +67,7 @@ def _run_adapt(args: argparse.Namespace, reporter: Reporter) -> dict:
         result = adapt_change_model(pairs, args.out, model_dir=args.model, encoder_dir=args.encoder, train=train,
                                     label_field=args.label_field, eval_every=args.eval_every,
                                     assume_band_names=assumed_band_names(args.assume_band_names),
-                                    value_scale=args.value_scale, keep_vegetation=args.keep_vegetation,
+                                    value_scale=args.value_scale, keep=kept_covers(args),
                                     progress=reporter.progress, should_stop=stop,
                                     on_metrics=reporter.metric)
     before = result.zero_shot.get("f1")

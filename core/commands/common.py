@@ -61,3 +61,9 @@ def add_reading_options(p: argparse.ArgumentParser) -> None:
                         "multiplied by 10000 (and the reverse divided), with a warning; 8-bit values (0-255) into "
                         "such a model, or reflectance into a model trained on 8-bit JPG/PNG, stop with an error. "
                         "Say the scale when auto is wrong")
+
+
+def kept_covers(args: argparse.Namespace) -> list[str]:
+    """The covers whose stable-cover rule ``--keep-vegetation`` / ``--keep-water`` switch off (see
+    :mod:`core.change.stable_cover`; its names, spelled here so that the CLI parses without numpy)."""
+    return [name for name in ("vegetation", "water") if getattr(args, f"keep_{name}")]

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from ..events import Reporter
-from .common import Formatter, StopOnSignal, add_reading_options
+from .common import Formatter, StopOnSignal, add_reading_options, kept_covers
 
 logger = logging.getLogger("core.cli")
 
@@ -56,6 +56,11 @@ def add(commands: argparse._SubParsersAction) -> None:
                         "carries the stable-vegetation rule (the shipped one does) gives them probability 0: "
                         "fields and woods changing with the seasons are its commonest false alarms, and they are "
                         "not the urban change it learnt. Use it when vegetation change within green areas matters")
+    p.add_argument("--keep-water", action="store_true",
+                   help="model: score pixels that are open water at both dates like the others. By default a model "
+                        "that carries the stable-water rule (the shipped one does) gives them probability 0: a river "
+                        "or lake changing colour with its silt is a common false alarm and not urban change. Use it "
+                        "when changes on water matter (needs bands B03 and B11)")
     add_reading_options(p)
     p.add_argument("--tile", type=int, default=256, help="tile side in pixels (memory grows with tile x width)")
     p.add_argument("--overlap", type=int, default=32, help="model, features: overlap of neighbouring tiles, blended")
@@ -105,9 +110,10 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
         raise ConfigError(f"--batch-size {args.batch_size} is out of range; use 1 or more")
     method = args.method
     check_threshold(args.threshold, method)
-    if args.keep_vegetation and method != "model":
-        raise ConfigError(f"--keep-vegetation is only used with --method model (a model's stable-vegetation rule); "
-                          f"leave it out for --method {method}")
+    for cover in kept_covers(args):
+        if method != "model":
+            raise ConfigError(f"--keep-{cover} is only used with --method model (a model's stable-{cover} rule); "
+                              f"leave it out for --method {method}")
     if args.cloud_threshold is not None and not args.mask_clouds:
         raise ConfigError(f"--cloud-threshold {args.cloud_threshold} is only used with --mask-clouds; add "
                           "--mask-clouds or leave it out")
@@ -127,7 +133,7 @@ def _run_detect(args: argparse.Namespace, reporter: Reporter) -> dict:
         if model is not None:
             from ..change.detection import detect_features, detect_with_model
 
-            options = {"keep_vegetation": args.keep_vegetation} if method == "model" else {}
+            options = {"keep": kept_covers(args)} if method == "model" else {}
             run = detect_with_model if method == "model" else detect_features
             result = run(pair, model, args.out, args.probability, tile=args.tile, overlap=args.overlap,
                          batch_size=args.batch_size, threshold=args.threshold, device_name=args.device,

@@ -77,6 +77,7 @@ class AdaptPage(QWidget):
             model_label: what the model holds.
         steps_spin, batch_spin: Optimisation steps and patch pairs per step.
         vegetation_check: Drop the starting model's stable-vegetation rule (``--keep-vegetation``).
+        water_check: Drop the starting model's stable-water rule (``--keep-water``).
         band_names: Names for unnamed bands (``--assume-band-names``).
         output_widget: The new model folder (empty: a new folder beside the labels).
         adapt_button: Starts the run; result_label: live and final held-out F1.
@@ -124,6 +125,11 @@ class AdaptPage(QWidget):
         self.vegetation_check.setToolTip(
             "The shipped model gives pixels green at both dates no change. Tick this when the changes you draw "
             "include changes within green areas (forest thinning, crop type): the adapted model then scores them")
+        self.water_check = QCheckBox("Water can change")
+        self.water_check.setToolTip(
+            "A model with a stable-water rule gives pixels that are open water at both dates no change. Tick this "
+            "when the changes you draw include changes on the water (moorings, fish farms, floating solar): the "
+            "adapted model then scores them")
         self.output_widget = folder_widget("new folder beside the labels")
         self.adapt_button = QPushButton("Adapt the model")
         self.adapt_button.clicked.connect(self.run_adapt)
@@ -135,7 +141,7 @@ class AdaptPage(QWidget):
                               ("", row(self.new_layer_button, self.memory_check)), ("", self.labels_file),
                               ("Start from", self.start_combo), ("", self.model_widget), ("", self.model_label),
                               ("Steps", row(self.steps_spin, QLabel("batch"), self.batch_spin)),
-                              ("Band names", self.band_names), ("", self.vegetation_check),
+                              ("Band names", self.band_names), ("", self.vegetation_check), ("", self.water_check),
                               ("Model folder", self.output_widget),
                               ("", self.adapt_button), ("", self.result_label)):
             form.addRow(label, widget)
@@ -281,7 +287,8 @@ class AdaptPage(QWidget):
             t1, t2 = self.t1_combo.currentLayer(), self.t2_combo.currentLayer()
             self.runner.adapt(t1, t2, self.labels_layer(), self.output_widget.filePath().strip(), self.start_model(),
                               self.label_field(), self.steps_spin.value(), self.batch_spin.value(),
-                              self.band_names.value(), keep_vegetation=self.vegetation_check.isChecked())
+                              self.band_names.value(), keep_vegetation=self.vegetation_check.isChecked(),
+                              keep_water=self.water_check.isChecked())
             self.ran_on = (t1.id(), t2.id())
 
         self.start(run)

@@ -43,8 +43,10 @@ def model_summary(folder: str | Path) -> tuple[str, float | None]:
     bands = ", ".join(config.get("bands", [])) or "?"
     text = f"{config.get('kind', 'model')}: bands {bands}"
     text += f"; threshold {threshold:.2f}" if isinstance(threshold, float | int) else ""
-    cut = config.get("stable_vegetation_ndvi")  # core.change.vegetation's rule
+    cut = config.get("stable_vegetation_ndvi")  # the rules of core.change.stable_cover
     text += f"; green at both dates (NDVI > {cut:g}) is not change" if isinstance(cut, float | int) else ""
+    cut = config.get("stable_water_mndwi")
+    text += f"; open water at both dates (MNDWI > {cut:g}) is not change" if isinstance(cut, float | int) else ""
     return text, (
         float(threshold) if isinstance(threshold, float | int) else None)
 
@@ -74,6 +76,7 @@ class DetectPage(QWidget):
         probability_check: Also write the probability (or CVA magnitude).
         clouds_check: Mask clouds (``--mask-clouds``): cloudy pixels of either date are left out.
         vegetation_check: Score pixels green at both dates too (``--keep-vegetation``; method model only).
+        water_check: Score pixels that are open water at both dates too (``--keep-water``; method model only).
         detect_button: Starts the run.
         threshold_widget: The live threshold of a change probability layer and "Save the mask at this threshold".
         run_buttons: The page's run buttons.
@@ -108,6 +111,11 @@ class DetectPage(QWidget):
             "The shipped model gives pixels that are green (NDVI above a cut) at both dates no change: fields and "
             "woods changing with the season were its commonest false alarms. Tick this to score them like the "
             "others, e.g. for changes within forests or crops")
+        self.water_check = QCheckBox("Water can change")
+        self.water_check.setToolTip(
+            "A model with a stable-water rule gives pixels that are open water (MNDWI above a cut) at both dates no "
+            "change: rivers and lakes changing colour with silt, algae or sun glint are not change. Tick this to "
+            "score them like the others, e.g. for changes on the water (moorings, fish farms, floating solar)")
         self.detect_button = QPushButton("Detect changes")
         self.detect_button.clicked.connect(self.run_detect)
         self.threshold_widget = ThresholdWidget(runner, start)
@@ -116,7 +124,7 @@ class DetectPage(QWidget):
                               ("Method", self.method_combo), ("Model", self.model_widget), ("", self.model_label),
                               ("Threshold", self.threshold_spin), ("Band names", self.band_names),
                               ("Change mask", self.output_widget), ("", self.probability_check),
-                              ("", self.clouds_check), ("", self.vegetation_check),
+                              ("", self.clouds_check), ("", self.vegetation_check), ("", self.water_check),
                               ("", self.detect_button), ("Live threshold", self.threshold_widget)):
             form.addRow(label, widget)
         self.model_widget.fileChanged.connect(self._update)
@@ -152,7 +160,8 @@ class DetectPage(QWidget):
         uses_model = method != "cva"
         for widget in (self.model_widget, self.form.labelForField(self.model_widget)):
             widget.setVisible(uses_model)
-        self.vegetation_check.setVisible(method == "model")
+        for check in (self.vegetation_check, self.water_check):  # rules of models: CVA and features have none
+            check.setVisible(method == "model")
         if not uses_model:
             show_info(self.model_label, CVA_NOTE, "hint")
             self.threshold_spin.setSpecialValueText(OTSU)
@@ -174,4 +183,5 @@ class DetectPage(QWidget):
             self.t1_combo.currentLayer(), self.t2_combo.currentLayer(), self.output_widget.filePath().strip(),
             self.model_widget.filePath().strip(), self.method(), threshold if threshold > 0 else None,
             self.probability_check.isChecked(), self.band_names.value(),
-            mask_clouds=self.clouds_check.isChecked(), keep_vegetation=self.vegetation_check.isChecked()))
+            mask_clouds=self.clouds_check.isChecked(), keep_vegetation=self.vegetation_check.isChecked(),
+            keep_water=self.water_check.isChecked()))

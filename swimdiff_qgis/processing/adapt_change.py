@@ -62,6 +62,9 @@ class AdaptChangeAlgorithm(SwimDiffAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             "KEEP_VEGETATION", "Green at both dates can be change (drop the starting model's stable-vegetation rule)",
             defaultValue=False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "KEEP_WATER", "Water at both dates can be change (drop the starting model's stable-water rule)",
+            defaultValue=False))
         self.addParameter(number("STEPS", "Steps", minValue=1, maxValue=1_000_000, defaultValue=120))
         self.addParameter(advanced(number("BATCH_SIZE", "Batch size", minValue=1, maxValue=4096, defaultValue=8)))
         self.addParameter(advanced(number("LR", "Peak learning rate", type=number.Double, minValue=1e-7,
@@ -104,6 +107,7 @@ class AdaptChangeAlgorithm(SwimDiffAlgorithm):
                 "--device", self.parameterAsString(parameters, "DEVICE", context) or "auto"]
         args += ["--model", model] if model else ["--encoder", encoder] if encoder else []
         args += ["--keep-vegetation"] if self.parameterAsBool(parameters, "KEEP_VEGETATION", context) else []
+        args += ["--keep-water"] if self.parameterAsBool(parameters, "KEEP_WATER", context) else []
         outputs = self.run_swimdiff(args, feedback)
         return {"OUTPUT": outputs["model_dir"], "THRESHOLD": outputs.get("threshold"),
                 "VAL_F1": outputs.get("val_f1"), "ZERO_SHOT_F1": outputs.get("zero_shot_val_f1"),

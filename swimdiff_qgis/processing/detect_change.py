@@ -57,6 +57,9 @@ class DetectChangeAlgorithm(SwimDiffAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             "KEEP_VEGETATION", "Score pixels green at both dates too (model: drop its stable-vegetation rule)",
             defaultValue=False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "KEEP_WATER", "Score pixels that are open water at both dates too (model: drop its stable-water rule)",
+            defaultValue=False))
         self.addParameter(advanced(number("TILE", "Tile size (pixels)", minValue=64, maxValue=8192, defaultValue=256)))
         self.addParameter(advanced(number("OVERLAP", "Tile overlap (pixels)", minValue=0, maxValue=4096,
                                           defaultValue=32)))
@@ -90,6 +93,8 @@ class DetectChangeAlgorithm(SwimDiffAlgorithm):
             args.append("--mask-clouds")
         if method == "model" and self.parameterAsBool(parameters, "KEEP_VEGETATION", context):
             args.append("--keep-vegetation")
+        if method == "model" and self.parameterAsBool(parameters, "KEEP_WATER", context):
+            args.append("--keep-water")
         outputs = self.run_swimdiff(args, feedback, output_files=[out, probability] if probability else [out])
         described = {"t1": t1, "t2": t2, "method": method, "model": model or "default"}
         style_when_loaded(context, out, MASK, outputs, described)  # styled like the panel's layers
