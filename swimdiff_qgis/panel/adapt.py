@@ -127,7 +127,7 @@ class AdaptPage(QWidget):
             "include changes within green areas (forest thinning, crop type): the adapted model then scores them")
         self.water_check = QCheckBox("Water can change")
         self.water_check.setToolTip(
-            "A model with a stable-water rule gives pixels that are open water at both dates no change. Tick this "
+            "The shipped model gives pixels that are open water at both dates no change. Tick this "
             "when the changes you draw include changes on the water (moorings, fish farms, floating solar): the "
             "adapted model then scores them")
         self.output_widget = folder_widget("new folder beside the labels")

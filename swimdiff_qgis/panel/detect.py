@@ -113,7 +113,7 @@ class DetectPage(QWidget):
             "others, e.g. for changes within forests or crops")
         self.water_check = QCheckBox("Water can change")
         self.water_check.setToolTip(
-            "A model with a stable-water rule gives pixels that are open water (MNDWI above a cut) at both dates no "
+            "The shipped model gives pixels that are open water (MNDWI above a cut) at both dates no "
             "change: rivers and lakes changing colour with silt, algae or sun glint are not change. Tick this to "
             "score them like the others, e.g. for changes on the water (moorings, fish farms, floating solar)")
         self.detect_button = QPushButton("Detect changes")
