@@ -200,7 +200,7 @@ def main() -> int:
             gpkg = Path(scratch) / f"{city.name}.gpkg"
             truth, half = top_half_polygons(city.label, next(city.t1.glob("*_B02.tif")), gpkg)
             encoder = None if args.start in ("shipped", "random", "cv") else args.start
-            start = start_model(city.name, argparse.Namespace(**vars(args), vegetation=None, water=None), Path(scratch))
+            start = start_model(city.name, args, Path(scratch))
             model, config, _ = starting_model(start, encoder, torch.device("cpu"))
             if args.start == "random":  # the shipped model's bands and normalisation, fresh weights
                 torch.manual_seed(args.seed)

@@ -92,16 +92,15 @@ def bottom_half_counts(model: Path, t1: Path, t2: Path, truth: np.ndarray, half:
     return count_changes(mask[half:] == 1, truth[half:])
 
 
-def start_model(city: str, args: argparse.Namespace, scratch: Path) -> Path | None:
+def start_model(city: str, args: argparse.Namespace, scratch: Path, rules: dict[str, float] | None = None
+                ) -> Path | None:
     """The change model adapting starts from: None (the shipped one, or a new decoder on ``--encoder``), or with
-    ``--start cv`` the fold model that held ``city`` out — with ``--vegetation CUT`` (``--water CUT``) a copy of it
-    that carries the stable-vegetation (stable-water) rule at that cut (:mod:`core.change.stable_cover`)."""
+    ``--start cv`` the fold model that held ``city`` out — with ``rules`` (config key -> cut, see
+    :func:`stable_rules`) a copy of it that carries those stable-cover rules (:mod:`core.change.stable_cover`)."""
     if args.start != "cv":
         return None
     fold = next(i for i, cities in enumerate(FOLDS) if city in cities)
     model = Path(args.cv) / f"fold{fold}-s{args.seed}"
-    rules = {cover.config_key: cut for cover, cut in ((VEGETATION, args.vegetation), (WATER, args.water))
-             if cut is not None}
     if not rules:
         return model
     ruled = scratch / "start"
@@ -109,6 +108,12 @@ def start_model(city: str, args: argparse.Namespace, scratch: Path) -> Path | No
     config = json.loads((ruled / "config.json").read_text())
     (ruled / "config.json").write_text(json.dumps({**config, **rules}))
     return ruled
+
+
+def stable_rules(args: argparse.Namespace) -> dict[str, float]:
+    """``--vegetation`` and ``--water`` as config keys -> cuts (the ones given)."""
+    return {cover.config_key: cut for cover, cut in ((VEGETATION, args.vegetation), (WATER, args.water))
+            if cut is not None}
 
 
 def main() -> int:
@@ -140,7 +145,7 @@ def main() -> int:
             t1, t2 = city.t1, city.t2
             assert city.label is not None  # oscd_cities gives labelled cities
             truth, half = top_half_polygons(city.label, next(t1.glob("*_B02.tif")), folder / "top.gpkg")
-            start = start_model(city.name, args, folder)
+            start = start_model(city.name, args, folder, stable_rules(args))
             started = time.perf_counter()
             result = adapt_change_model([LabelledPair(str(t1), str(t2), str(folder / "top.gpkg"))], folder / "model",
                                         model_dir=start, train=replace(ADAPT_TRAIN, steps=args.steps),

@@ -55,7 +55,7 @@ from core.change.oscd import oscd_cities  # noqa: E402
 from core.change.patches import load_city, read_city_pair  # noqa: E402
 from core.change.predict import predict_probability  # noqa: E402
 from core.change.pseudo import label_unlabelled_cities  # noqa: E402
-from core.change.stable_cover import COVERS, VEGETATION, WATER, Cover, cover_rule  # noqa: E402
+from core.change.stable_cover import COVERS, VEGETATION, WATER, normalised_difference  # noqa: E402
 from core.change.training import THRESHOLDS, load_change_model  # noqa: E402
 from core.io.normalization import BandStats  # noqa: E402
 
@@ -192,9 +192,9 @@ def cover_indices(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
     for city in oscd_cities(Path(args.data) / "oscd", list(CITIES)):
         x1, x2, _ = read_city_pair(city, bands)
         for cover in COVERS:
-            rule = cover_rule(cover, bands, 0.0)
-            assert rule is not None  # bands holds every cover's bands
-            out[cover.name][city.name] = np.minimum(rule.index(x1), rule.index(x2))
+            a, b = bands.index(cover.a), bands.index(cover.b)
+            out[cover.name][city.name] = np.minimum(normalised_difference(x1[a], x1[b]),
+                                                    normalised_difference(x2[a], x2[b]))
     return out
 
 
@@ -210,16 +210,13 @@ def counts_by_threshold(prob: np.ndarray, truth: np.ndarray) -> list[ChangeCount
     return [ChangeCounts(int(tp), int(fp), int(len(pos) - tp), int(len(neg) - fp)) for tp, fp in zip(tps, fps)]
 
 
-def rule_counts(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray], index: dict[str, dict[str, np.ndarray]],
-                covers: tuple[str, ...] = ("vegetation", "water")) -> dict[Rule, dict[str, ChangeCounts]]:
-    """Counts per city for every (vegetation cut, water cut, threshold): the grid they are chosen from together.
-    A cover not in ``covers`` is left without a rule (its cut None)."""
-    def cuts(cover: Cover) -> tuple[float | None, ...]:
-        return (None, *cover.cuts) if cover.name in covers else (None,)
-
+def rule_counts(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray], index: dict[str, dict[str, np.ndarray]]
+                ) -> dict[Rule, dict[str, ChangeCounts]]:
+    """Counts per city for every (vegetation cut, water cut, threshold): the grid they are chosen from together
+    (a cut None: no rule for that cover)."""
     out: dict[Rule, dict[str, ChangeCounts]] = {}
-    for green in cuts(VEGETATION):
-        for water in cuts(WATER):
+    for green in (None, *VEGETATION.cuts):
+        for water in (None, *WATER.cuts):
             ruled = {}
             for c, p in prob.items():
                 stable = np.zeros(p.shape, dtype=bool)
@@ -230,6 +227,11 @@ def rule_counts(prob: dict[str, np.ndarray], truth: dict[str, np.ndarray], index
             for i, t in enumerate(THRESHOLDS):
                 out[(green, water, float(t))] = {c: counts[i] for c, counts in ruled.items()}
     return out
+
+
+def vegetation_only(counts: dict[Rule, dict[str, ChangeCounts]]) -> dict[Rule, dict[str, ChangeCounts]]:
+    """The part of the grid without a water rule."""
+    return {rule: per_city for rule, per_city in counts.items() if rule[1] is None}
 
 
 def best_rule(counts: dict[Rule, dict[str, ChangeCounts]], cities: list[str]) -> Rule:
@@ -310,8 +312,8 @@ def main() -> int:
                 minutes += config["provenance"]["seconds"] / 60
                 prob[seed].update(held_out_probabilities(model, config, fold, args, path))
                 own[seed].update({c: float(config["threshold"]) for c in FOLDS[fold]})
-        vegetation = [oof_rules(rule_counts(prob[s], truth, index, ("vegetation",))) for s in seeds]
         grids = [rule_counts(prob[s], truth, index) for s in seeds]
+        vegetation = [oof_rules(vegetation_only(g)) for g in grids]
         cover = [oof_rules(g) for g in grids]
         results = {"own threshold": [counts_at(prob[s], truth, own[s]) for s in seeds],
                    "OOF threshold": [counts_at(prob[s], truth, oof_thresholds(prob[s], truth)) for s in seeds],

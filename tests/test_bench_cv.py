@@ -21,6 +21,7 @@ from bench.bench_cv import (
     shipping_rule,
     shipping_threshold,
     soup,
+    vegetation_only,
 )
 from conftest import make_oscd
 from core.change.metrics import ChangeCounts
@@ -105,8 +106,8 @@ def test_the_cover_cuts_are_chosen_out_of_fold_with_the_threshold() -> None:
     per_city, rules = oof_rules(rule_counts(prob, truth, index))
     assert all(g is not None and g < 0.6 and w is not None and w < 0.75 for g, w, _ in rules)
     assert sum(per_city.values(), ChangeCounts()).f1 == 1.0 and set(per_city) == set(CITIES)
-    vegetation_only, rules = oof_rules(rule_counts(prob, truth, index, ("vegetation",)))
-    assert all(w is None for _, w, _ in rules) and sum(vegetation_only.values(), ChangeCounts()).f1 < 1.0
+    vegetation_alone, rules = oof_rules(vegetation_only(rule_counts(prob, truth, index)))
+    assert all(w is None for _, w, _ in rules) and sum(vegetation_alone.values(), ChangeCounts()).f1 < 1.0
     assert shipping_threshold(prob, truth)["pooled"]["f1"] < 0.8  # without the rules the stable pixels stay
     shipped = shipping_rule(rule_counts(prob, truth, index))
     assert shipped["stable_vegetation_ndvi"] is not None and shipped["stable_water_mndwi"] is not None

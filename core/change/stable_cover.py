@@ -53,11 +53,6 @@ def normalised_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(total > 0, (a - b) / np.where(total > 0, total, 1.0), 0.0).astype(np.float32)
 
 
-def ndvi(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
-    """(nir - red) / (nir + red), see :func:`normalised_difference`."""
-    return normalised_difference(nir, red)
-
-
 @dataclass(frozen=True)
 class StableRule:
     """One cover's rule for one model: ``a`` and ``b`` are channel indices of its bands, ``cut`` the index's cut."""
